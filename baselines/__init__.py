@@ -1,0 +1,1 @@
+"""Classic continual-learning baselines (installed as nlbench.baselines), one file per method."""

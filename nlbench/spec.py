@@ -1,0 +1,138 @@
+"""The run spec: everything that determines one run's result, frozen, hashable, single-sourced.
+
+CLI flags are resolved once into a `RunSpec` (suite defaults and strategy hyperparameter defaults filled
+in, every value validated); the runner, the results store and the report only ever read the spec.
+`spec.json` in every result directory is `RunSpec.to_json()`, and `run_id` is a hash of exactly the
+fields that can change a result, so re-running the same spec finds the same directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SPEC_SCHEMA = 1
+
+# Fields that say where or under which name a run is filed, but cannot change its numbers.
+_NOT_HASHED = frozenset({"name"})
+
+
+def _freeze(value: Any) -> Any:
+    """Lists (as JSON gives them back) become tuples so specs stay hashable and compare equal."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a strategy trained over one suite's stream with one seed."""
+
+    suite: str
+    strategy: str
+    scenario: str
+    backbone: str
+    seed: int
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    device: str
+    hparams: tuple[tuple[str, Any], ...] = ()
+    head: str = "single"
+    protocol: str | None = None
+    name: str = field(default="default", compare=False)
+    schema: int = SPEC_SCHEMA
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hparams", tuple(sorted((k, _freeze(v)) for k, v in dict(self.hparams).items())))
+
+    @property
+    def hp(self) -> dict[str, Any]:
+        """Hyperparameters as a plain dict (resolved: every declared key present)."""
+        return dict(self.hparams)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the result, as JSON-ready data."""
+        data = self.to_dict()
+        for key in _NOT_HASHED:
+            data.pop(key, None)
+        return data
+
+    @property
+    def run_id(self) -> str:
+        """A stable content hash of the resolved spec (same spec -> same id, on any machine)."""
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams}
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["hparams"] = tuple(dict(data.get("hparams", {})).items())
+        return cls(**kwargs)
+
+
+def resolve_spec(
+    suite: str,
+    strategy: str,
+    *,
+    device: str,
+    seed: int = 0,
+    scenario: str | None = None,
+    backbone: str | None = None,
+    head: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    eval_batch_size: int | None = None,
+    hparams: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> RunSpec:
+    """Fill in suite and strategy defaults and validate everything; bad input raises UserError."""
+    from nlbench.errors import UserError
+    from nlbench.models import BACKBONES
+    from nlbench.registry import check_scenario, resolve_hparams
+    from nlbench.suites import get_suite
+
+    info = get_suite(suite)
+    scenario = scenario or info.default_scenario
+    if scenario not in info.scenarios:
+        raise UserError(f"scenario {scenario!r} is not available for {info.name}; valid: {', '.join(info.scenarios)}")
+    check_scenario(strategy, scenario)
+    backbone = backbone or info.backbone
+    if backbone not in BACKBONES:
+        raise UserError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+    valid_heads = ("mask", "multi") if scenario == "task" else ("single",)
+    head = head or info.default_head(scenario)
+    if head not in valid_heads:
+        raise UserError(f"head {head!r} does not fit scenario {scenario!r}; valid: {', '.join(valid_heads)}")
+    for flag, value in (("epochs", epochs), ("batch-size", batch_size), ("eval-batch-size", eval_batch_size)):
+        if value is not None and value < 1:
+            raise UserError(f"--{flag} must be a positive integer, got {value}")
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
+    batch_size = batch_size or info.batch_size
+    return RunSpec(
+        suite=info.name,
+        strategy=strategy,
+        scenario=scenario,
+        backbone=backbone,
+        head=head,
+        seed=seed,
+        epochs=epochs or info.epochs,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size or max(256, batch_size),
+        device=device,
+        hparams=tuple(resolve_hparams(strategy, hparams or {}).items()),
+        name=name or info.name,
+    )

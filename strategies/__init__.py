@@ -1,0 +1,1 @@
+"""Nested Learning strategies (installed as nlbench.strategies), one file per method."""
