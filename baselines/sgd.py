@@ -1,0 +1,28 @@
+"""Naive fine-tuning with SGD (the "SGD" row of DER/Mammoth tables): the lower bound with plain SGD.
+
+Update rule: W <- W - lr * (grad + weight_decay * W), optionally with heavy-ball momentum.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nlbench.registry import HParam, Parts, register_strategy
+
+
+@register_strategy(
+    "sgd",
+    description="naive fine-tuning with SGD (lower bound)",
+    hparams=(
+        HParam("lr", 0.05, "float", "learning rate", low=0.0, high=10.0),
+        HParam("momentum", 0.0, "float", "heavy-ball momentum", low=0.0, high=0.999),
+        HParam("weight_decay", 0.0, "float", "L2 weight decay", low=0.0, high=1.0),
+    ),
+    provides_optimizer=True,
+)
+def build(ctx, hp):
+    return Parts(
+        optimizer=lambda model: torch.optim.SGD(
+            model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+        )
+    )

@@ -1,0 +1,223 @@
+"""The `nlbench` command line (Typer).
+
+Heavy libraries (torch, Avalanche, pandas) are imported inside the commands, so `nlbench --help`
+answers instantly. Bad input exits with code 2 and one line on stderr; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+app = typer.Typer(
+    name="nlbench",
+    help="Benchmark Nested Learning methods against classic continual-learning baselines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn bad input into one line and exit code 2, and Ctrl-C into exit code 130."""
+    from nlbench.errors import UserError
+
+    try:
+        yield
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse_hparams(pairs: list[str]) -> dict[str, str]:
+    from nlbench.errors import UserError
+
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--hp expects KEY=VALUE, got {pair!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+@app.command("list")
+def list_command() -> None:
+    """Show the suites with their metadata and the strategies with their hyperparameter defaults."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nlbench.registry import OPTIMIZER_HPARAMS, strategies
+    from nlbench.suites import ALIASES, SUITES
+
+    console = Console()
+    suites = Table(title="Suites", title_justify="left")
+    for column in ("suite", "scenarios", "exp", "classes", "input", "backbone", "epochs", "batch", "description"):
+        suites.add_column(column)
+    aliases = {target: alias for alias, target in ALIASES.items()}
+    for info in SUITES.values():
+        name = info.name + (f" (alias {aliases[info.name]})" if info.name in aliases else "")
+        suites.add_row(name, ", ".join(info.scenarios), str(info.n_experiences), str(info.n_classes),
+                       "x".join(map(str, info.input_shape)), info.backbone, str(info.epochs), str(info.batch_size),
+                       info.description)
+    console.print(suites)
+
+    table = Table(title="Strategies (combine with '+', e.g. ewc+replay)", title_justify="left")
+    for column in ("strategy", "family", "hyperparameters (defaults)", "description"):
+        table.add_column(column)
+    for info in strategies().values():
+        hparams = list(info.hparams) + ([] if info.provides_optimizer else list(OPTIMIZER_HPARAMS))
+        defaults = ", ".join(f"{h.name}={h.default}" for h in hparams) or "-"
+        table.add_row(info.name, info.family, defaults, info.description)
+    console.print(table)
+
+
+@app.command("run")
+def run_command(
+    suite: Annotated[str, typer.Option(help="Benchmark suite (see `nlbench list`).")] = "split-digits",
+    strategy: Annotated[Optional[str], typer.Option(help="Comma-separated strategies; default: every registered one.")] = None,
+    scenario: Annotated[Optional[str], typer.Option(help="class, task or domain; default: the suite's.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="Backbone model; default: the suite's.")] = None,
+    head: Annotated[Optional[str], typer.Option(help="Task scenario head: mask (logit masking) or multi (one head per task).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per experience; default: the suite's.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training minibatch size; default: the suite's.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (model init, data order, permutations).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    hp: Annotated[Optional[list[str]], typer.Option("--hp", help="Hyperparameter override KEY=VALUE (repeatable).")] = None,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
+    name: Annotated[Optional[str], typer.Option(help="Results sub-directory; default: the suite's name.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
+    download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
+    force: Annotated[bool, typer.Option(help="Re-run even when a finished result with the same spec exists.")] = False,
+) -> None:
+    """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table."""
+    with user_errors():
+        from nlbench.registry import strategies
+        from nlbench.spec import resolve_spec
+        from nlbench.store import check_writable
+
+        names = _split_list(strategy) if strategy else list(strategies())
+        if not names:
+            from nlbench.errors import UserError
+
+            raise UserError("--strategy is empty; give at least one strategy")
+        overrides = _parse_hparams(hp or [])
+        from nlbench.runner import resolve_device
+
+        resolved_device = str(resolve_device(device))
+        specs = []
+        for strategy_name in names:
+            # Only the overrides a strategy declares apply to it, so `--hp mem_size=500` can go with a
+            # list of strategies; a key no listed strategy declares is an error.
+            from nlbench.registry import declared_hparams
+
+            declared = declared_hparams(strategy_name)
+            specs.append(resolve_spec(
+                suite, strategy_name, device=resolved_device, seed=seed, scenario=scenario, backbone=backbone,
+                head=head, epochs=epochs, batch_size=batch_size, name=name,
+                hparams={k: v for k, v in overrides.items() if k in declared},
+            ))
+        unused = set(overrides) - {k for s in specs for k in s.hp}
+        if unused:
+            from nlbench.errors import UserError
+            from nlbench.registry import declared_hparams
+
+            valid = sorted({k for n in names for k in declared_hparams(n)})
+            raise UserError(f"unknown hyperparameter {sorted(unused)[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
+        check_writable(out)
+        _run_specs(specs, out, data_root, download, force)
+
+
+def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool, force: bool) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nlbench.data import resolve_data_root
+    from nlbench.runner import run_one
+    from nlbench.store import finished_result, write_run
+    from nlbench.suites import build_benchmark, get_suite
+
+    console = Console(stderr=True)
+    first = specs[0]
+    suite = get_suite(first.suite)
+    with console.status(f"loading {suite.name} ..."):
+        benchmark = build_benchmark(suite, first.scenario, first.seed, resolve_data_root(data_root), download)
+
+    results = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("experiences", total=len(specs) * suite.n_experiences)
+        for spec in specs:
+            cached = None if force else finished_result(out, spec)
+            if cached is not None:
+                results.append((spec, cached, True))
+                progress.advance(overall, suite.n_experiences)
+                continue
+            progress.update(overall, description=f"{spec.strategy:<16}")
+
+            def on_event(kind: str, info: dict) -> None:
+                if kind == "experience" and info["experience"] > 0:
+                    progress.advance(overall)
+
+            before = progress.tasks[overall].completed
+            result = run_one(spec, benchmark=benchmark, progress=on_event)
+            write_run(out, spec, result)
+            progress.update(overall, completed=before + suite.n_experiences)
+            results.append((spec, result, False))
+    _print_table(results, out)
+    if any(r["status"] != "completed" for _, r, _ in results):
+        for spec, result, _ in results:
+            if result["status"] != "completed":
+                console.print(f"[red]{spec.strategy}: {result['status']}[/red] {str(result['error']).splitlines()[0]}")
+
+
+def _print_table(results: list, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nlbench.metrics import DEFINITIONS
+
+    first = results[0][0]
+    table = Table(
+        title=f"{first.suite}, {first.scenario}-incremental, seed {first.seed}, {first.epochs} epoch(s) per experience",
+        title_justify="left",
+    )
+    for column in ("strategy", "status", "ACC %", "forgetting %", "BWT %", "time s", "peak MB", "run id"):
+        table.add_column(column, justify="left" if column in ("strategy", "status", "run id") else "right")
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None or value != value else f"{100 * value:.1f}"
+
+    for spec, result, cached in results:
+        m = result.get("metrics") or {}
+        table.add_row(
+            spec.strategy,
+            result["status"] + (" (cached)" if cached else ""),
+            pct(m.get("acc")), pct(m.get("forgetting")), pct(m.get("bwt")),
+            f"{result['wall_time_s']:.1f}", f"{result['peak_memory_mb']:.0f}", spec.run_id[:8],
+        )
+    console = Console(width=max(Console().width, 100))
+    console.print(table)
+    for key in ("acc", "forgetting", "bwt"):
+        console.print(f"  {DEFINITIONS[key]}", highlight=False)
+    console.print(f"  Runs stored in {out / first.name}/<run id>/", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
