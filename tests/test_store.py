@@ -1,0 +1,79 @@
+"""The results store: atomic files, the done marker, and loading into pandas."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nlbench.spec import resolve_spec
+from nlbench.store import atomic_write_text, finished_result, load_results, read_run, run_dir, write_run
+
+
+def _result(status="completed", acc=0.5):
+    return {
+        "status": status, "error": None, "seed": 0,
+        "accuracy_matrix": [[1.0, 0.0], [0.5, 0.5]], "initial_accuracy": [0.1, 0.2],
+        "metrics": {"acc": acc, "forgetting": 0.5, "bwt": -0.5},
+        "wall_time_s": 1.0, "peak_memory_mb": 10.0,
+    }
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "a" / "file.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.json"]
+
+
+def test_write_then_read_round_trip(tmp_path):
+    spec = resolve_spec("split-digits", "replay", device="cpu", name="exp1")
+    directory = write_run(tmp_path, spec, _result())
+    assert directory == tmp_path / "exp1" / spec.run_id
+    assert sorted(p.name for p in directory.iterdir()) == ["done", "result.json", "spec.json"]
+    loaded_spec, loaded = read_run(directory)
+    assert loaded_spec == spec and loaded["run_id"] == spec.run_id and loaded["status"] == "completed"
+    assert finished_result(tmp_path, spec)["metrics"]["acc"] == 0.5
+
+
+def test_failed_runs_are_not_reused_but_diverged_ones_are(tmp_path):
+    failed = resolve_spec("split-digits", "adam", device="cpu")
+    diverged = resolve_spec("split-digits", "sgd", device="cpu")
+    write_run(tmp_path, failed, _result(status="failed"))
+    write_run(tmp_path, diverged, _result(status="diverged"))
+    assert finished_result(tmp_path, failed) is None
+    assert finished_result(tmp_path, diverged)["status"] == "diverged"
+
+
+def test_load_results_builds_one_row_per_finished_run(tmp_path):
+    specs = [resolve_spec("split-digits", s, device="cpu", seed=seed) for s in ("adam", "replay") for seed in (0, 1)]
+    for i, spec in enumerate(specs):
+        write_run(tmp_path, spec, _result(acc=i / 10))
+    frame = load_results(tmp_path)
+    assert len(frame) == 4
+    assert set(frame["strategy"]) == {"adam", "replay"}
+    assert sorted(frame["acc"]) == [0.0, 0.1, 0.2, 0.3]
+    assert frame.loc[frame.strategy == "replay", "hp.mem_size"].tolist() == [200, 200]
+    assert frame["matrix"].iloc[0] == [[1.0, 0.0], [0.5, 0.5]]
+
+
+def test_unfinished_and_corrupt_runs_are_never_counted(tmp_path):
+    good, unfinished, corrupt = (resolve_spec("split-digits", "adam", device="cpu", seed=s) for s in (0, 1, 2))
+    write_run(tmp_path, good, _result())
+    write_run(tmp_path, unfinished, _result())
+    (run_dir(tmp_path, unfinished) / "done").unlink()
+    write_run(tmp_path, corrupt, _result())
+    path = run_dir(tmp_path, corrupt) / "result.json"
+    path.write_text(path.read_text()[:40])  # truncated mid-write by something other than nlbench
+    with pytest.warns(UserWarning, match=str(path).replace(".", r"\.")):
+        frame = load_results(tmp_path)
+    assert frame["run_id"].tolist() == [good.run_id]
+
+
+def test_result_json_is_plain_json(tmp_path):
+    spec = resolve_spec("split-digits", "adam", device="cpu")
+    directory = write_run(tmp_path, spec, _result())
+    data = json.loads((directory / "result.json").read_text())
+    assert data["schema"] == 1 and data["accuracy_matrix"] == [[1.0, 0.0], [0.5, 0.5]]
+    assert json.loads((directory / "spec.json").read_text())["hparams"]["lr"] == 1e-3
