@@ -37,6 +37,14 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def _console(stderr: bool = False):
+    """A rich console; when output is piped (logs, tests) tables get room instead of wrapping at 80."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
+
+
 def _split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -56,13 +64,12 @@ def _parse_hparams(pairs: list[str]) -> dict[str, str]:
 @app.command("list")
 def list_command() -> None:
     """Show the suites with their metadata and the strategies with their hyperparameter defaults."""
-    from rich.console import Console
     from rich.table import Table
 
     from nlbench.registry import OPTIMIZER_HPARAMS, strategies
     from nlbench.suites import ALIASES, SUITES
 
-    console = Console()
+    console = _console()
     suites = Table(title="Suites", title_justify="left")
     for column in ("suite", "scenarios", "exp", "classes", "input", "backbone", "epochs", "batch", "description"):
         suites.add_column(column)
@@ -141,7 +148,6 @@ def run_command(
 
 
 def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool, force: bool) -> None:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nlbench.data import resolve_data_root
@@ -149,7 +155,7 @@ def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool
     from nlbench.store import finished_result, write_run
     from nlbench.suites import build_benchmark, get_suite
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     first = specs[0]
     suite = get_suite(first.suite)
     with console.status(f"loading {suite.name} ..."):
@@ -184,7 +190,6 @@ def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool
 
 
 def _print_table(results: list, out: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from nlbench.metrics import DEFINITIONS
@@ -208,7 +213,7 @@ def _print_table(results: list, out: Path) -> None:
             pct(m.get("acc")), pct(m.get("forgetting")), pct(m.get("bwt")),
             f"{result['wall_time_s']:.1f}", f"{result['peak_memory_mb']:.0f}", spec.run_id[:8],
         )
-    console = Console(width=max(Console().width, 100))
+    console = _console()
     console.print(table)
     for key in ("acc", "forgetting", "bwt"):
         console.print(f"  {DEFINITIONS[key]}", highlight=False)

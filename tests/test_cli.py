@@ -1,0 +1,100 @@
+"""The command line: list, run, the results it leaves, and one clear line with exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from nlbench.cli import app
+
+runner = CliRunner()
+
+
+def test_help_imports_no_heavy_library():
+    code = (
+        "import sys; from typer.testing import CliRunner; from nlbench.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'avalanche', 'pandas', 'seaborn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_console_script_help():
+    out = subprocess.run(["nlbench", "run", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--suite" in out.stdout and "--strategy" in out.stdout
+
+
+def test_list_shows_suites_and_strategy_defaults():
+    result = runner.invoke(app, ["list"], terminal_width=200)
+    assert result.exit_code == 0
+    for text in ("split-digits", "split-cifar10", "permuted-mnist", "split-cifar", "replay", "mem_size=200", "lr=0.001"):
+        assert text in result.output
+
+
+def test_run_writes_results_and_prints_the_table(tmp_path):
+    args = ["run", "--suite", "split-digits", "--strategy", "adam,replay", "--device", "cpu", "--out", str(tmp_path)]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "adam" in result.output and "replay" in result.output and "ACC %" in result.output
+    runs = sorted((tmp_path / "split-digits").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        assert (run / "done").exists()
+        spec = json.loads((run / "spec.json").read_text())
+        assert spec["suite"] == "split-digits" and spec["device"] == "cpu"
+        assert len(json.loads((run / "result.json").read_text())["accuracy_matrix"]) == 5
+    again = runner.invoke(app, args, terminal_width=200)
+    assert again.exit_code == 0 and again.output.count("(cached)") == 2
+
+
+def test_hp_override_applies_to_the_strategies_that_declare_it(tmp_path):
+    args = ["run", "--strategy", "adam,replay", "--device", "cpu", "--epochs", "1", "--hp", "mem_size=20",
+            "--out", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    specs = [json.loads(p.read_text()) for p in tmp_path.rglob("spec.json")]
+    assert {s["strategy"]: s["hparams"].get("mem_size") for s in specs} == {"adam": None, "replay": 20}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--suite", "split-imagenet"], "unknown suite 'split-imagenet'"),
+        (["--strategy", "adam,nope"], "unknown strategy 'nope'"),
+        (["--scenario", "domain"], "scenario 'domain' is not available"),
+        (["--backbone", "vgg"], "unknown backbone 'vgg'"),
+        (["--epochs", "0"], "--epochs must be a positive integer"),
+        (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+        (["--hp", "alpha=3"], "unknown hyperparameter 'alpha'"),
+        (["--hp", "lr=abc", "--strategy", "adam"], "lr='abc' is not valid"),
+        (["--hp", "lr"], "--hp expects KEY=VALUE"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--device", "cuda"], "no CUDA GPU is visible"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    if "cuda" in args and __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is visible")
+    result = runner.invoke(app, ["run", "--out", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output + result.stderr
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path, offline):
+    result = runner.invoke(app, ["run", "--suite", "split-mnist", "--strategy", "adam", "--device", "cpu",
+                                 "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "results")])
+    assert result.exit_code == 2
+    assert "train-images-idx3-ubyte" in result.stderr and "--data-root" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_unwritable_results_directory_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["run", "--strategy", "adam", "--device", "cpu", "--out", str(blocker / "results")])
+    assert result.exit_code == 2 and "not writable" in result.stderr
