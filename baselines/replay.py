@@ -12,10 +12,19 @@ from avalanche.training.plugins import ReplayPlugin
 from nlbench.registry import HParam, Parts, register_strategy
 
 
+class BufferedReplay(ReplayPlugin):
+    """Avalanche's ReplayPlugin, updating its buffer through `post_adapt`, which is exactly what the
+    deprecated `storage_policy.update` does in 0.6; that wrapper re-arms a DeprecationWarning filter
+    on every call and prints the warning once per experience."""
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.storage_policy.post_adapt(strategy, strategy.experience)
+
+
 @register_strategy(
     "replay",
     description="experience replay with a rehearsal buffer (Avalanche ReplayPlugin)",
     hparams=(HParam("mem_size", 200, "int", "buffer size in samples", low=1, high=10_000_000),),
 )
 def build(ctx, hp):
-    return Parts(plugins=[ReplayPlugin(mem_size=hp["mem_size"])])
+    return Parts(plugins=[BufferedReplay(mem_size=hp["mem_size"])])

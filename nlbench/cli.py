@@ -111,38 +111,32 @@ def run_command(
 ) -> None:
     """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table."""
     with user_errors():
-        from nlbench.registry import strategies
+        from nlbench.errors import UserError
+        from nlbench.registry import declared_hparams, strategies
+        from nlbench.runner import resolve_device
         from nlbench.spec import resolve_spec
         from nlbench.store import check_writable
 
         names = _split_list(strategy) if strategy else list(strategies())
         if not names:
-            from nlbench.errors import UserError
-
             raise UserError("--strategy is empty; give at least one strategy")
         overrides = _parse_hparams(hp or [])
-        from nlbench.runner import resolve_device
-
+        declared = {n: declared_hparams(n) for n in names}
+        # An override applies to the strategies that declare it, so `--hp mem_size=500` can go with
+        # a list of strategies; a key that no listed strategy declares is an error.
+        unknown = sorted(set(overrides) - {k for keys in declared.values() for k in keys})
+        if unknown:
+            valid = sorted({k for keys in declared.values() for k in keys})
+            raise UserError(f"unknown hyperparameter {unknown[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
         resolved_device = str(resolve_device(device))
-        specs = []
-        for strategy_name in names:
-            # Only the overrides a strategy declares apply to it, so `--hp mem_size=500` can go with a
-            # list of strategies; a key no listed strategy declares is an error.
-            from nlbench.registry import declared_hparams
-
-            declared = declared_hparams(strategy_name)
-            specs.append(resolve_spec(
-                suite, strategy_name, device=resolved_device, seed=seed, scenario=scenario, backbone=backbone,
-                head=head, epochs=epochs, batch_size=batch_size, name=name,
-                hparams={k: v for k, v in overrides.items() if k in declared},
-            ))
-        unused = set(overrides) - {k for s in specs for k in s.hp}
-        if unused:
-            from nlbench.errors import UserError
-            from nlbench.registry import declared_hparams
-
-            valid = sorted({k for n in names for k in declared_hparams(n)})
-            raise UserError(f"unknown hyperparameter {sorted(unused)[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
+        specs = [
+            resolve_spec(
+                suite, n, device=resolved_device, seed=seed, scenario=scenario, backbone=backbone, head=head,
+                epochs=epochs, batch_size=batch_size, name=name,
+                hparams={k: v for k, v in overrides.items() if k in declared[n]},
+            )
+            for n in names
+        ]
         check_writable(out)
         _run_specs(specs, out, data_root, download, force)
 

@@ -43,9 +43,7 @@ from nlbench.suites import Benchmark, build_benchmark, get_suite
 
 ProgressCallback = Callable[[str, dict], None]
 
-# Avalanche 0.6 warns on every replay-buffer update (an API it deprecates itself) and whenever an
-# evaluator has no logger; nlbench keeps its own record, so both are noise here.
-warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"avalanche\.")
+# nlbench keeps its own record of every metric, so an evaluator without loggers is intended.
 warnings.filterwarnings("ignore", message="No loggers specified, metrics will not be logged")
 
 
