@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.registry import HParam, Parts, register_strategy, trainable
 
 
 @register_strategy(
@@ -20,4 +20,8 @@ from nlbench.registry import HParam, Parts, register_strategy
     provides_optimizer=True,
 )
 def build(ctx, hp):
-    return Parts(optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]))
+    return Parts(
+        optimizer=lambda model, params=None: torch.optim.Adam(
+            trainable(model, params), lr=hp["lr"], weight_decay=hp["weight_decay"]
+        )
+    )

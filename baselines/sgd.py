@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.registry import HParam, Parts, register_strategy, trainable
 
 
 @register_strategy(
@@ -22,7 +22,7 @@ from nlbench.registry import HParam, Parts, register_strategy
 )
 def build(ctx, hp):
     return Parts(
-        optimizer=lambda model: torch.optim.SGD(
-            model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+        optimizer=lambda model, params=None: torch.optim.SGD(
+            trainable(model, params), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
         )
     )

@@ -126,14 +126,18 @@ class Parts:
     """Pieces of an Avalanche strategy contributed by one registered strategy.
 
     - `plugins`: Avalanche plugins (CL behaviour lives here).
-    - `optimizer`: a factory `model -> torch.optim.Optimizer`; at most one part of a composition sets it.
+    - `optimizer`: a factory `(model, params) -> torch.optim.Optimizer` over `params` (None: every
+      trainable parameter of `model`); at most one part of a composition sets it.
+    - `optimizer_wrapper`: `(model, factory) -> Optimizer` that builds the final optimizer from the
+      base factory, e.g. one base optimizer per clock level (CMS); at most one part sets it.
     - `template`: an Avalanche template class (e.g. DER, Cumulative); at most one part sets it.
     - `template_kwargs`: extra constructor arguments for that template.
     - `model_transform`: `model -> model` applied before the optimizer is built (e.g. wiring clocks).
     """
 
     plugins: list = field(default_factory=list)
-    optimizer: Callable[[Any], Any] | None = None
+    optimizer: Callable[[Any, Any], Any] | None = None
+    optimizer_wrapper: Callable[[Any, Callable[[Any, Any], Any]], Any] | None = None
     template: type | None = None
     template_kwargs: dict = field(default_factory=dict)
     model_transform: Callable[[Any], Any] | None = None
@@ -150,6 +154,7 @@ class StrategyInfo:
     hparams: tuple[HParam, ...]
     family: str  # "baseline" or "nested-learning"
     provides_optimizer: bool
+    wraps_optimizer: bool
     scenarios: tuple[str, ...] | None  # None: every scenario
 
     @property
@@ -170,10 +175,15 @@ OPTIMIZER_HPARAMS: tuple[HParam, ...] = (
 )
 
 
-def make_default_optimizer(model: Any, hp: Mapping[str, Any]) -> Any:
+def trainable(model: Any, params: Any = None) -> list:
+    """`params` as a list, or every trainable parameter of `model` when it is None."""
+    return [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
+
+
+def make_default_optimizer(model: Any, params: Any, hp: Mapping[str, Any]) -> Any:
     import torch
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable(model, params)
     if hp["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
     return torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
@@ -186,6 +196,7 @@ def register_strategy(
     hparams: Sequence[HParam] = (),
     family: str = "baseline",
     provides_optimizer: bool = False,
+    wraps_optimizer: bool = False,
     scenarios: Sequence[str] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register a strategy builder under `name` (lower-case, no `+`)."""
@@ -196,7 +207,8 @@ def register_strategy(
         if name in _REGISTRY and _REGISTRY[name].build is not build:
             raise ValueError(f"strategy {name!r} registered twice")
         _REGISTRY[name] = StrategyInfo(
-            name, build, description, tuple(hparams), family, provides_optimizer, tuple(scenarios) if scenarios else None
+            name, build, description, tuple(hparams), family, provides_optimizer, wraps_optimizer,
+            tuple(scenarios) if scenarios else None,
         )
         return build
 
@@ -229,6 +241,8 @@ def components(name: str) -> list[StrategyInfo]:
         raise UserError(f"strategy {name!r} repeats a component")
     if sum(info.provides_optimizer for info in (known[p] for p in parts)) > 1:
         raise UserError(f"strategy {name!r} combines two optimizers; combine at most one optimizer with plugins")
+    if sum(info.wraps_optimizer for info in (known[p] for p in parts)) > 1:
+        raise UserError(f"strategy {name!r} combines two clock wrappers; use at most one")
     return [known[p] for p in parts]
 
 
@@ -275,6 +289,8 @@ def build_parts(name: str, ctx: BuildContext, hp: Mapping[str, Any]) -> Parts:
         merged.plugins.extend(part.plugins)
         if part.optimizer is not None:
             merged.optimizer = part.optimizer
+        if part.optimizer_wrapper is not None:
+            merged.optimizer_wrapper = part.optimizer_wrapper
         if part.template is not None:
             if merged.template is not None:
                 raise UserError(f"strategy {name!r} combines two training loops ({merged.template.__name__}, {part.template.__name__})")
@@ -286,5 +302,12 @@ def build_parts(name: str, ctx: BuildContext, hp: Mapping[str, Any]) -> Parts:
                 lambda model, first=previous, second=part.model_transform: second(first(model))
             )
     if merged.optimizer is None:
-        merged.optimizer = lambda model: make_default_optimizer(model, hp)
+        merged.optimizer = lambda model, params=None: make_default_optimizer(model, params, hp)
     return merged
+
+
+def assemble_optimizer(parts: Parts, model: Any) -> Any:
+    """The strategy's optimizer: the base factory over every parameter, or the wrapper around it."""
+    if parts.optimizer_wrapper is not None:
+        return parts.optimizer_wrapper(model, parts.optimizer)
+    return parts.optimizer(model, None)

@@ -37,7 +37,7 @@ from avalanche.training.templates import SupervisedTemplate
 from nlbench import metrics
 from nlbench.models import build_backbone
 from nlbench.models.heads import wrap_for_scenario
-from nlbench.registry import BuildContext, build_parts
+from nlbench.registry import BuildContext, assemble_optimizer, build_parts
 from nlbench.spec import RunSpec
 from nlbench.suites import Benchmark, build_benchmark, get_suite
 
@@ -192,7 +192,7 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
     parts = build_parts(spec.strategy, ctx, spec.hp)
     if parts.model_transform is not None:
         model = parts.model_transform(model).to(device)
-    optimizer = parts.optimizer(model)
+    optimizer = assemble_optimizer(parts, model)
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
     template = _persistent(parts.template or SupervisedTemplate)
     strategy = template(
