@@ -8,9 +8,12 @@ row of a pandas DataFrame; corrupt or truncated files are skipped with a warning
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -72,13 +75,44 @@ def check_writable(root: Path) -> None:
         raise UserError(f"results directory {root} is not writable: {err.strerror or err}") from None
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM until the block ends, so Ctrl-C lets a run's files be written whole first.
+
+    A temporary Python handler records the signal and the original handler runs afterwards. (A
+    signal mask would not do: torch's worker threads leave the signal unblocked and receive it.)
+    Python runs signal handlers in the main thread only, so elsewhere this changes nothing; the
+    atomic writes alone still guarantee that no file is ever partial.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in received[:1]:
+            signal.raise_signal(signum)
+
+
 def write_run(root: Path, spec: RunSpec, result: dict[str, Any]) -> Path:
-    """Store one finished run: spec.json, result.json, then the `done` marker."""
+    """Store one finished run: spec.json, result.json, then the `done` marker.
+
+    Each file is atomic on its own, and Ctrl-C or SIGTERM arriving meanwhile takes effect only after
+    all three are written (SIGKILL can still stop it between files: a directory without `done` is
+    then simply run again).
+    """
     directory = run_dir(root, spec)
-    atomic_write_text(directory / "spec.json", spec.to_json())
     payload = {"schema": RESULT_SCHEMA, "run_id": spec.run_id, **result}
-    atomic_write_text(directory / "result.json", json.dumps(payload, indent=2, sort_keys=True, allow_nan=True))
-    atomic_write_text(directory / DONE, "")
+    result_text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=True)
+    with _signals_deferred():
+        atomic_write_text(directory / "spec.json", spec.to_json())
+        atomic_write_text(directory / "result.json", result_text)
+        atomic_write_text(directory / DONE, "")
     return directory
 
 

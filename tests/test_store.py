@@ -77,3 +77,30 @@ def test_result_json_is_plain_json(tmp_path):
     data = json.loads((directory / "result.json").read_text())
     assert data["schema"] == 1 and data["accuracy_matrix"] == [[1.0, 0.0], [0.5, 0.5]]
     assert json.loads((directory / "spec.json").read_text())["hparams"]["lr"] == 1e-3
+
+
+def test_sigint_during_write_run_is_held_until_the_run_is_stored(tmp_path):
+    """A real SIGINT sent while the files are being written does not leave a run without `done`."""
+    import os
+    import signal
+
+    import nlbench.store as store
+
+    spec = resolve_spec("split-digits", "adam", device="cpu")
+    real_write = store.atomic_write_text
+    calls = []
+
+    def write_and_interrupt(path, text):
+        calls.append(path.name)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered only once write_run lets go
+        real_write(path, text)
+
+    store.atomic_write_text = write_and_interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.write_run(tmp_path, spec, _result())
+    finally:
+        store.atomic_write_text = real_write
+    assert calls == ["spec.json", "result.json", "done"]
+    assert finished_result(tmp_path, spec) is not None
