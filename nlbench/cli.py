@@ -13,6 +13,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from nlbench.report import report_command
+
 app = typer.Typer(
     name="nlbench",
     help="Benchmark Nested Learning methods against classic continual-learning baselines.",
@@ -105,6 +107,7 @@ def run_command(
     hp: Annotated[Optional[list[str]], typer.Option("--hp", help="Hyperparameter override KEY=VALUE (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
     name: Annotated[Optional[str], typer.Option(help="Results sub-directory; default: the suite's name.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="Published protocol preset (e.g. der2020) pinning backbone, epochs, batch and hyperparameters.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
     download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
     force: Annotated[bool, typer.Option(help="Re-run even when a finished result with the same spec exists.")] = False,
@@ -132,7 +135,7 @@ def run_command(
         specs = [
             resolve_spec(
                 suite, n, device=resolved_device, seed=seed, scenario=scenario, backbone=backbone, head=head,
-                epochs=epochs, batch_size=batch_size, name=name,
+                epochs=epochs, batch_size=batch_size, name=name, protocol=protocol,
                 hparams={k: v for k, v in overrides.items() if k in declared[n]},
             )
             for n in names
@@ -212,6 +215,9 @@ def _print_table(results: list, out: Path) -> None:
     for key in ("acc", "forgetting", "bwt"):
         console.print(f"  {DEFINITIONS[key]}", highlight=False)
     console.print(f"  Runs stored in {out / first.name}/<run id>/", highlight=False)
+
+
+app.command("report")(report_command)
 
 
 def main() -> None:

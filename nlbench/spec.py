@@ -97,14 +97,31 @@ def resolve_spec(
     eval_batch_size: int | None = None,
     hparams: Mapping[str, Any] | None = None,
     name: str | None = None,
+    protocol: str | None = None,
 ) -> RunSpec:
-    """Fill in suite and strategy defaults and validate everything; bad input raises UserError."""
+    """Fill in suite and strategy defaults and validate everything; bad input raises UserError.
+
+    A `protocol` (see nlbench.protocols) pins the published setting: scenario, backbone, epochs,
+    batch size and the method's published hyperparameters. A flag that contradicts it is an error,
+    because the run would then be filed as comparable when it is not.
+    """
     from nlbench.errors import UserError
     from nlbench.models import BACKBONES
     from nlbench.registry import check_scenario, resolve_hparams
     from nlbench.suites import get_suite
 
     info = get_suite(suite)
+    hparams = dict(hparams or {})
+    if protocol is not None:
+        from nlbench.protocols import protocol_overrides
+
+        pinned = protocol_overrides(protocol, info.name, strategy, buffer_size=_as_int(hparams.get("mem_size")), hparams=hparams)
+        for flag, given in (("scenario", scenario), ("backbone", backbone), ("epochs", epochs), ("batch_size", batch_size)):
+            if given is not None and given != pinned[flag]:
+                raise UserError(f"--{flag.replace('_', '-')} {given} contradicts protocol {protocol!r}, which pins {pinned[flag]}")
+        scenario, backbone, epochs, batch_size = (pinned[k] for k in ("scenario", "backbone", "epochs", "batch_size"))
+        hparams = {**pinned["hparams"], **hparams}
+        protocol = pinned["protocol"]
     scenario = scenario or info.default_scenario
     if scenario not in info.scenarios:
         raise UserError(f"scenario {scenario!r} is not available for {info.name}; valid: {', '.join(info.scenarios)}")
@@ -133,6 +150,14 @@ def resolve_spec(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size or max(256, batch_size),
         device=device,
-        hparams=tuple(resolve_hparams(strategy, hparams or {}).items()),
+        hparams=tuple(resolve_hparams(strategy, hparams).items()),
         name=name or info.name,
+        protocol=protocol,
     )
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None  # left for resolve_hparams to reject with its own message
