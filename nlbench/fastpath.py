@@ -1,0 +1,125 @@
+"""The fast data path: device-resident tensors, minibatches by index permutation, GPU augmentation.
+
+Avalanche's stock path builds every minibatch sample by sample through its dataset layers and a
+DataLoader; on small models that costs more than the training step itself (avalanche#1074, #1280,
+#1086). Here each experience's tensors are materialised once, moved to the device once, and every
+epoch draws one permutation and slices it: no per-sample Python in the hot loop. Augmentation
+(random crop with padding, horizontal flip) runs batched on the device.
+
+`FastDataPath` is a template mixin: it overrides `make_train_dataloader` / `make_eval_dataloader`,
+so every Avalanche hook and plugin still runs. Plugins that install their own dataloader (Avalanche's
+ReplayPlugin) keep working on the stock path.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor
+
+Augment = Callable[[Tensor], Tensor]
+
+_MATERIALISED: "weakref.WeakKeyDictionary[Any, tuple[Tensor, ...]]" = weakref.WeakKeyDictionary()
+
+
+def materialise(dataset: Any, batch_size: int = 2048) -> tuple[Tensor, ...]:
+    """(x, y, t) of an Avalanche dataset as CPU tensors, read once through its eval transforms.
+
+    Train-time augmentation is left out on purpose: it is applied per batch on the device. This is
+    the general route (e.g. Cumulative's concatenated datasets); suites' own experiences carry their
+    source tensors and skip it.
+    """
+    if dataset in _MATERIALISED:
+        return _MATERIALISED[dataset]
+    from torch.utils.data import DataLoader
+
+    plain = dataset.eval() if hasattr(dataset, "eval") else dataset
+    columns: list[list[Tensor]] = []
+    for batch in DataLoader(plain, batch_size=batch_size, shuffle=False, collate_fn=getattr(plain, "collate_fn", None)):
+        if not columns:
+            columns = [[] for _ in batch]
+        for column, value in zip(columns, batch):
+            column.append(torch.as_tensor(value))
+    tensors = tuple(torch.cat(column) for column in columns)
+    _MATERIALISED[dataset] = tensors
+    return tensors
+
+
+class TensorBatches:
+    """Minibatches of device tensors, drawn by one index permutation per pass.
+
+    The permutation comes from torch's global CPU generator, so a seeded run is reproducible and
+    draws the same order on every device.
+    """
+
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, shuffle: bool, augment: Augment | None = None):
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return -(-len(self.tensors[0]) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[Tensor]]:
+        n = len(self.tensors[0])
+        device = self.tensors[0].device
+        order = (torch.randperm(n) if self.shuffle else torch.arange(n)).to(device, non_blocking=True)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            batch = [t.index_select(0, index) for t in self.tensors]
+            if self.augment is not None:
+                batch[0] = self.augment(batch[0])
+            yield batch
+
+
+def random_crop_flip(x: Tensor, padding: int = 4) -> Tensor:
+    """Batched random crop (zero padding `padding`) and horizontal flip of (B, C, H, W) images.
+
+    Each image gets its own offsets and flip, drawn with torch's global generator on the CPU and
+    applied by one gather on the device.
+    """
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,)).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,)).to(x.device)
+    flip = (torch.rand(b) < 0.5).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch_index = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)
+
+
+class FastDataPath:
+    """Template mixin: dataloaders over device-resident tensors (see the module docstring).
+
+    `fast_augment` (set by the runner for suites that augment) is applied to training batches only.
+    """
+
+    fast_augment: Augment | None = None
+
+    def _device_tensors(self) -> tuple[Tensor, ...]:
+        """The current dataset's tensors on the device, moved there once per experience and device.
+
+        nlbench's suites attach each experience's source tensors as `nlbench_tensors`; when the
+        dataset being trained or evaluated is exactly that experience's data, those are used. Anything
+        else (a cumulative concatenation) is materialised once.
+        """
+        experience = self.experience
+        source = getattr(experience, "nlbench_tensors", None)
+        if source is None or len(self.adapted_dataset) != len(source[0]):
+            return tuple(t.to(self.device, non_blocking=True) for t in materialise(self.adapted_dataset))
+        cache = experience.__dict__.setdefault("_nlbench_device_tensors", {})
+        if str(self.device) not in cache:
+            cache[str(self.device)] = tuple(t.to(self.device, non_blocking=True) for t in source)
+        return cache[str(self.device)]
+
+    def make_train_dataloader(self, shuffle: bool = True, **kwargs: Any) -> None:
+        self.dataloader = TensorBatches(self._device_tensors(), self.train_mb_size, shuffle, self.fast_augment)
+
+    def make_eval_dataloader(self, **kwargs: Any) -> None:
+        self.dataloader = TensorBatches(self._device_tensors(), self.eval_mb_size, shuffle=False)
