@@ -14,6 +14,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from nlbench.report import report_command
+from nlbench.sweep import run_one_command, sweep_command
 
 app = typer.Typer(
     name="nlbench",
@@ -217,7 +218,9 @@ def _print_table(results: list, out: Path) -> None:
     console.print(f"  Runs stored in {out / first.name}/<run id>/", highlight=False)
 
 
+app.command("sweep")(sweep_command)
 app.command("report")(report_command)
+app.command("run-one", hidden=True)(run_one_command)
 
 
 def main() -> None:

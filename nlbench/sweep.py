@@ -1,0 +1,747 @@
+"""`nlbench sweep`: resumable grid sweeps over hyperparameters, seeds and strategies.
+
+A sweep is the Cartesian product of strategies x grid points x seeds, each point resolved into one
+`RunSpec` and handed to an executor (`nlbench.executors`: local subprocesses, or Ray tasks). Every run
+lands in the results store under OUT/NAME/RUN_ID, so the same command run again resumes the sweep.
+
+Decisions (documented in `nlbench sweep --help` too):
+- A grid key applies to the strategies that declare it: `--strategy replay,sgd --grid mem_size=100,200`
+  gives two replay runs and one sgd run per seed (sgd is not duplicated). A key that no listed
+  strategy declares is an error naming the valid keys; a value is parsed and range-checked by each
+  strategy's declared `HParam`.
+- Values of a tuple-valued key (kind "ints", e.g. clock periods) are separated by ':'
+  (`periods=1,8,64:1,16,128`); values of every other key by ',' (`alpha=1e-4,3e-4`).
+- Resume: runs whose `done` marker holds `completed` or `diverged` are skipped (both are outcomes of
+  the spec). Runs recorded as `failed` (a crash, a kill) are run again by default, as `nlbench run`
+  does; `--no-retry-failed` skips them too.
+- Runs are ordered seed-major (every configuration with seed 0 first), so a sweep stopped early has
+  whole seeds rather than whole strategies.
+- The exit code is 0 when every planned run is completed or diverged, 1 when any is failed,
+  2 on bad input, 130 on Ctrl-C (or SIGTERM); finished runs are kept in every case.
+
+This module is light at import (stdlib and typer only): the CLI imports it at startup. `python -m
+nlbench.sweep run-one SPEC --out DIR` is the subprocess entry point of the local executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Mapping, Optional, Sequence
+
+import typer
+
+EXECUTORS = ("local", "ray")
+_REUSABLE = ("completed", "diverged")
+
+# --------------------------------------------------------------------------------------------------
+# Settings: a sweep file, then command-line options over it
+
+
+@dataclass
+class SweepSettings:
+    """Everything a sweep command says, after the file and the command line are merged."""
+
+    suite: str = "split-digits"
+    strategy: Optional[tuple[str, ...]] = None  # None: every registered strategy
+    grid: dict[str, Any] = field(default_factory=dict)  # key -> CLI string or list of values
+    seeds: tuple[int, ...] = (0,)
+    name: Optional[str] = None
+    epochs: Optional[int] = None
+    scenario: Optional[str] = None
+    head: Optional[str] = None
+    backbone: Optional[str] = None
+    batch_size: Optional[int] = None
+    device: str = "auto"
+    executor: str = "local"
+    jobs: Optional[int] = None
+    runs_per_gpu: Optional[int] = None
+    cpus_per_run: float = 1.0
+    address: Optional[str] = None
+    retries: int = 2
+    out: Path = Path("results")
+    data_root: Optional[Path] = None
+    download: bool = True
+    retry_failed: bool = True
+
+
+_STR_KEYS = ("suite", "name", "scenario", "head", "backbone", "device", "executor", "address")
+_INT_KEYS = ("epochs", "batch_size", "jobs", "runs_per_gpu", "retries")
+CONFIG_KEYS = tuple(f.name for f in fields(SweepSettings))
+
+
+def _user_error(message: str) -> Exception:
+    from nlbench.errors import UserError
+
+    return UserError(message)
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_seeds(raw: Any) -> tuple[int, ...]:
+    """`0,1,2`, `0-4` (inclusive), an int, or a list of ints -> a tuple of distinct seeds, in order."""
+    bad = _user_error(f"--seeds expects comma-separated non-negative integers or a range like 0-4, got {raw!r}")
+    if isinstance(raw, bool):
+        raise bad
+    if isinstance(raw, int):
+        items: list[Any] = [raw]
+    elif isinstance(raw, str):
+        items = []
+        for part in _split_list(raw):
+            low, dash, high = part.partition("-")
+            if dash and low.strip().isdigit() and high.strip().isdigit():
+                if int(high) < int(low):
+                    raise bad
+                items.extend(range(int(low), int(high) + 1))
+            else:
+                items.append(part)
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise bad
+    seeds: list[int] = []
+    for item in items:
+        try:
+            seed = int(item) if not isinstance(item, (bool, float)) else None
+        except (TypeError, ValueError):
+            seed = None
+        if seed is None or seed < 0:
+            raise bad
+        if seed not in seeds:
+            seeds.append(seed)
+    if not seeds:
+        raise bad
+    return tuple(seeds)
+
+
+def parse_grid_options(pairs: Sequence[str]) -> dict[str, str]:
+    """`--grid KEY=VALUES` options -> {key: "VALUES"} (values are parsed per strategy later)."""
+    grid: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, values = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise _user_error(f"--grid expects KEY=VALUES such as alpha=1e-4,3e-4 or periods=1,8,64:1,16,128, got {pair!r}")
+        if key in grid:
+            raise _user_error(f"--grid {key} is given twice; put all its values in one option")
+        grid[key] = values.strip()
+    return grid
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a sweep file (.yaml/.yml, .toml or .json) into a dict of settings keys."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise _user_error(f"cannot read sweep file {path}: {err.strerror or err}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise _user_error(f"reading {path} needs PyYAML (pip install pyyaml); or write the sweep as TOML") from None
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                try:
+                    import tomli as tomllib  # type: ignore[no-redef]
+                except ImportError:
+                    raise _user_error(f"reading {path} on Python 3.10 needs tomli (pip install tomli); or use YAML") from None
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise _user_error(f"sweep file {path} must end in .yaml, .yml, .toml or .json")
+    except ValueError as err:  # yaml.YAMLError, tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors...
+        raise _user_error(f"sweep file {path} is not valid: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # ...except YAMLError, which is not
+        if type(err).__module__.startswith("yaml"):
+            raise _user_error(f"sweep file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _user_error(f"sweep file {path} must hold a mapping of settings (suite, strategy, grid, seeds, ...)")
+    normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "strategies" in normalised and "strategy" not in normalised:
+        normalised["strategy"] = normalised.pop("strategies")
+    unknown = sorted(set(normalised) - set(CONFIG_KEYS))
+    if unknown:
+        raise _user_error(f"sweep file {path}: unknown key {unknown[0]!r}; valid: {', '.join(CONFIG_KEYS)}")
+    return normalised
+
+
+def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> SweepSettings:
+    """Merge a sweep file's values with the command line's (the command line wins; `grid` merges per key)."""
+    values: dict[str, Any] = {k: v for k, v in file_values.items() if v is not None}
+    file_grid = values.pop("grid", None) or {}
+    if not isinstance(file_grid, dict):
+        raise _user_error("'grid' in the sweep file must be a mapping KEY: [values] (or KEY: 'v1,v2')")
+    for key, value in cli_values.items():
+        if value is not None and key != "grid":
+            values[key] = value
+    grid = {str(k): v for k, v in file_grid.items()}
+    grid.update(cli_values.get("grid") or {})
+
+    settings = SweepSettings(grid=grid)
+    for key, value in values.items():
+        if key in _STR_KEYS:
+            if not isinstance(value, str) or not value.strip():
+                raise _user_error(f"{key!r} must be a non-empty string, got {value!r}")
+            value = value.strip()
+        elif key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _user_error(f"{key!r} must be an integer, got {value!r}")
+        elif key == "cpus_per_run":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _user_error(f"'cpus_per_run' must be a number, got {value!r}")
+            value = float(value)
+        elif key in ("download", "retry_failed"):
+            if not isinstance(value, bool):
+                raise _user_error(f"{key!r} must be true or false, got {value!r}")
+        elif key in ("out", "data_root"):
+            value = Path(value).expanduser()
+        elif key == "strategy":
+            names = _split_list(value) if isinstance(value, str) else [str(v).strip() for v in value] if isinstance(value, (list, tuple)) else None
+            if not names:
+                raise _user_error("--strategy is empty; give at least one strategy (comma-separated)")
+            value = tuple(dict.fromkeys(names))
+        elif key == "seeds":
+            value = parse_seeds(value)
+        setattr(settings, key, value)
+    if settings.executor not in EXECUTORS:
+        raise _user_error(f"unknown executor {settings.executor!r}; valid: {', '.join(EXECUTORS)}")
+    return settings
+
+
+# --------------------------------------------------------------------------------------------------
+# The grid
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def parse_grid_values(hparam: Any, raw: Any) -> list[Any]:
+    """One grid axis for one strategy: the CLI string form, or a list from a sweep file, parsed and
+    validated by the declared HParam (its UserError names the valid range)."""
+    if isinstance(raw, str):
+        separator = ":" if hparam.kind == "ints" else ","
+        texts = [part.strip() for part in raw.split(separator)]
+        if any(not text for text in texts):
+            raise _user_error(f"--grid {hparam.name}={raw!r} has an empty value; separate values with '{separator}'")
+        values = [hparam.parse(text) for text in texts]
+    else:
+        items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+        if hparam.kind == "ints" and items and all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+            items = [tuple(items)]  # a flat list of integers is one tuple value: periods: [1, 8, 64]
+        if not items:
+            raise _user_error(f"--grid {hparam.name} has no values")
+        values = []
+        for item in items:
+            if isinstance(item, str):
+                values.append(hparam.parse(item))
+            else:
+                values.append(hparam.validate(tuple(item) if isinstance(item, list) else item))
+    return list(dict.fromkeys(values))  # drop repeats (1e-3 and 0.001 are one value)
+
+
+def expand_grid(strategies: Sequence[str], grid: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(strategy, grid point) pairs: per strategy, the product of the grid keys it declares."""
+    from nlbench.registry import declared_hparams
+
+    declared = {name: declared_hparams(name) for name in strategies}
+    valid = sorted({key for keys in declared.values() for key in keys})
+    for key in grid:
+        if not any(key in keys for keys in declared.values()):
+            raise _user_error(f"unknown grid key {key!r} for {', '.join(strategies)}; valid: {', '.join(valid)}")
+    points: list[tuple[str, dict[str, Any]]] = []
+    for name in strategies:
+        keys = [key for key in grid if key in declared[name]]
+        axes = [parse_grid_values(declared[name][key], grid[key]) for key in keys]
+        for combination in itertools.product(*axes):
+            points.append((name, dict(zip(keys, combination))))
+    return points
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: Any  # RunSpec
+    point: tuple[tuple[str, Any], ...]  # the grid values of this run (the keys its strategy declares)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={_format_value(v)}" for k, v in self.point) or "-"
+
+
+def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
+    """Every run of the sweep as a resolved, validated spec; seed-major; repeated specs dropped."""
+    from nlbench.registry import strategies as registered
+    from nlbench.spec import resolve_spec
+
+    names = list(settings.strategy) if settings.strategy else list(registered())
+    points = expand_grid(names, settings.grid)
+    planned: dict[str, PlannedRun] = {}
+    for seed in settings.seeds:
+        for name, point in points:
+            spec = resolve_spec(
+                settings.suite, name, device=device, seed=seed, scenario=settings.scenario,
+                backbone=settings.backbone, head=settings.head, epochs=settings.epochs,
+                batch_size=settings.batch_size, hparams=point, name=settings.name,
+            )
+            planned.setdefault(spec.run_id, PlannedRun(spec, tuple(point.items())))
+    return list(planned.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# The store as the sweep sees it
+
+
+def stored_result(out: Path, spec: Any) -> dict[str, Any] | None:
+    """The finished result stored for `spec` (any status), or None (not run, unfinished or corrupt)."""
+    from nlbench.store import is_done, read_run, run_dir
+
+    if not is_done(out, spec):
+        return None
+    try:
+        return read_run(run_dir(out, spec))[1]
+    except ValueError:
+        return None
+
+
+def is_reusable(result: Mapping[str, Any] | None, retry_failed: bool) -> bool:
+    if result is None:
+        return False
+    status = result.get("status")
+    return status in _REUSABLE or (status == "failed" and not retry_failed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress and summary
+
+
+def _hms(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"
+
+
+class _Display:
+    """Live progress (runs done, failed, running, remaining, ETA) on stderr, one line per finished run."""
+
+    def __init__(self, console: Any, total: int, labels: Mapping[str, str]):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+        from rich.text import Text
+
+        class EtaColumn(ProgressColumn):
+            """Throughput-based ETA (elapsed / finished x remaining): right for parallel runs."""
+
+            def render(self, task: Any) -> Text:
+                remaining = (task.total or 0) - task.completed
+                if remaining <= 0:
+                    return Text("ETA 0:00:00", style="progress.remaining")
+                if not task.completed or not task.elapsed:
+                    return Text("ETA -:--:--", style="progress.remaining")
+                return Text(f"ETA {_hms(task.elapsed / task.completed * remaining)}", style="progress.remaining")
+
+        self.console = console
+        self.labels = labels
+        self.total = total
+        self.counts = {"completed": 0, "diverged": 0, "failed": 0}
+        self.running = 0
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(), EtaColumn(), console=console, transient=False,
+        )
+        self.task = self.progress.add_task("sweep", total=total, counts=self._counts())
+
+    def _counts(self) -> str:
+        done = self.counts["completed"] + self.counts["diverged"]
+        finished = done + self.counts["failed"]
+        return (f"[green]{done} done[/] ([yellow]{self.counts['diverged']} diverged[/]), "
+                f"[red]{self.counts['failed']} failed[/], {self.running} running, {self.total - finished} remaining")
+
+    def __enter__(self) -> "_Display":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def started(self, spec: Any, where: str) -> None:
+        self.running += 1
+        self.progress.update(self.task, counts=self._counts())
+
+    def finished(self, spec: Any, result: Mapping[str, Any]) -> None:
+        self.running = max(0, self.running - 1)
+        status = str(result.get("status"))
+        self.counts[status if status in self.counts else "failed"] += 1
+        style = {"completed": "green", "diverged": "yellow"}.get(status, "red")
+        if status == "completed":
+            what = f"ACC {_pct((result.get('metrics') or {}).get('acc'))}%"
+        else:
+            what = (str(result.get("error") or "").strip().splitlines() or [""])[0]
+        wall = result.get("wall_time_s") or 0.0
+        from rich.markup import escape
+
+        label = self.labels.get(spec.run_id, "-")
+        point = f" \\[{escape(label)}]" if label != "-" else ""
+        self.progress.console.print(
+            f"[{style}]{status:<9}[/] {escape(spec.strategy)}{point} seed {spec.seed} {spec.run_id[:8]}  "
+            f"{escape(what)}  ({wall:.1f} s)", highlight=False, soft_wrap=True,
+        )
+        self.progress.update(self.task, advance=1, counts=self._counts())
+
+
+def summary_rows(planned: Sequence[PlannedRun], results: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """One row per (strategy, grid point): runs per status and ACC/forgetting over completed seeds."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[PlannedRun]] = {}
+    for run in planned:
+        groups.setdefault((run.spec.strategy, run.label), []).append(run)
+    rows = []
+    for (strategy, label), runs in groups.items():
+        statuses = [str((results.get(r.spec.run_id) or {}).get("status", "not run")) for r in runs]
+        completed = [results[r.spec.run_id] for r, s in zip(runs, statuses) if s == "completed"]
+        accs = [m["acc"] for m in ((c.get("metrics") or {}) for c in completed) if m.get("acc") is not None]
+        forgetting = [m["forgetting"] for m in ((c.get("metrics") or {}) for c in completed) if m.get("forgetting") is not None]
+        rows.append({
+            "strategy": strategy,
+            "point": label,
+            "runs": len(runs),
+            "completed": statuses.count("completed"),
+            "diverged": statuses.count("diverged"),
+            "failed": statuses.count("failed"),
+            "not_run": statuses.count("not run"),
+            "acc_mean": statistics.fmean(accs) if accs else None,
+            "acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "forgetting_mean": statistics.fmean(forgetting) if forgetting else None,
+        })
+    return rows
+
+
+def print_summary(console: Any, title: str, planned: Sequence[PlannedRun], results: Mapping[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("strategy", "grid point", "runs", "completed", "diverged", "failed", "not run", "ACC %", "forgetting %"):
+        table.add_column(column, justify="left" if column in ("strategy", "grid point") else "right")
+    for row in summary_rows(planned, results):
+        acc = _pct(row["acc_mean"]) + (f" ± {100 * row['acc_std']:.1f}" if row["acc_std"] is not None else "")
+        table.add_row(escape(row["strategy"]), escape(row["point"]), str(row["runs"]), str(row["completed"]), str(row["diverged"]),
+                      str(row["failed"]), str(row["not_run"]), acc, _pct(row["forgetting_mean"]))
+    console.print(table)
+    console.print("  ACC: final average accuracy over the completed seeds (mean ± sample std); "
+                  "forgetting: Chaudhry et al.", highlight=False)
+    failed = [(r, results[r.spec.run_id]) for r in planned if (results.get(r.spec.run_id) or {}).get("status") == "failed"]
+    for run, result in failed[:10]:
+        first = (str(result.get("error") or "").strip().splitlines() or [""])[0]
+        console.print(f"  [red]failed[/red] {escape(run.spec.strategy)} \\[{escape(run.label)}] seed {run.spec.seed} "
+                      f"{run.spec.run_id[:8]}: {escape(first)}", highlight=False)
+    if len(failed) > 10:
+        console.print(f"  ... and {len(failed) - 10} more failed runs", highlight=False)
+
+
+def print_plan(console: Any, planned: Sequence[PlannedRun], results: Mapping[str, Any], retry_failed: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Sweep plan", title_justify="left")
+    for column in ("#", "strategy", "grid point", "seed", "run id", "state"):
+        table.add_column(column, justify="right" if column in ("#", "seed") else "left")
+    for index, run in enumerate(planned, 1):
+        result = results.get(run.spec.run_id)
+        if result is None:
+            state = "to run"
+        elif result.get("status") == "failed":
+            state = "failed: will re-run" if retry_failed else "failed: kept"
+        else:
+            state = f"done ({result.get('status')})"
+        table.add_row(str(index), escape(run.spec.strategy), escape(run.label), str(run.spec.seed), run.spec.run_id, state)
+    console.print(table)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a sweep
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop) ends the sweep as cleanly as Ctrl-C does."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
+    from nlbench.executors import LocalExecutor, plan_local, visible_gpu_ids
+
+    if settings.device.startswith("cuda:"):
+        raise _user_error("--device cuda:N is not available in a sweep; choose GPUs with CUDA_VISIBLE_DEVICES and use --device cuda")
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise _user_error(f"unknown device {settings.device!r}; valid in a sweep: auto, cpu, cuda")
+    from nlbench.runner import resolve_device
+
+    device = str(resolve_device(settings.device))
+    gpu_ids: list[str] = []
+    if device == "cuda":
+        import torch
+
+        gpu_ids = visible_gpu_ids(torch.cuda.device_count())
+    plan = plan_local(use_gpu=device == "cuda", gpu_ids=gpu_ids, runs_per_gpu=settings.runs_per_gpu,
+                      jobs=settings.jobs, cpu_count=os.cpu_count() or 1)
+    return LocalExecutor(plan, workdir=workdir, data_root=settings.data_root, download=settings.download), device
+
+
+def _check_data(settings: SweepSettings) -> None:
+    """Fail before any run starts when the suite's data is missing (and download it once, here,
+    rather than in every subprocess at once)."""
+    from nlbench.data import load_arrays, resolve_data_root
+    from nlbench.suites import get_suite
+
+    info = get_suite(settings.suite)
+    root = resolve_data_root(settings.data_root)
+    for train in (True, False):
+        load_arrays(info.dataset, root, train=train, download=settings.download)
+
+
+def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
+    """Plan the sweep, run what is not done yet, print the summary; return the exit code (0 or 1).
+
+    Raises UserError on bad input and KeyboardInterrupt after a Ctrl-C (finished runs are kept).
+    """
+    import shutil
+    import tempfile
+
+    from nlbench.cli import _console
+    from nlbench.executors import RayExecutor
+    from nlbench.store import check_writable
+    from nlbench.suites import get_suite
+
+    get_suite(settings.suite)  # unknown suite: one line before anything heavy starts
+    err_console = _console(stderr=True)
+    out = settings.out
+    workdir = Path(tempfile.mkdtemp(prefix="nlbench-sweep-"))
+    executor: Any = None
+    try:
+        if settings.executor == "ray":
+            if settings.device not in ("auto", "cpu", "cuda"):
+                raise _user_error(f"unknown device {settings.device!r}; valid with --executor ray: auto, cpu, cuda")
+            executor = RayExecutor(address=settings.address, jobs=settings.jobs, runs_per_gpu=settings.runs_per_gpu,
+                                   cpus_per_run=settings.cpus_per_run, retries=settings.retries,
+                                   data_root=settings.data_root, download=settings.download)
+            # Validate the plan before starting a cluster; the device is the cluster's answer.
+            plan_runs(settings, "cpu")
+            device = executor.connect(settings.device)
+        else:
+            if settings.address:
+                raise _user_error("--address joins a Ray cluster; it needs --executor ray")
+            executor, device = _local_executor(settings, workdir)
+        planned = plan_runs(settings, device)
+        if not planned:
+            raise _user_error("the sweep is empty")
+        results = {run.spec.run_id: stored_result(out, run.spec) for run in planned}
+        todo = [run for run in planned if not is_reusable(results[run.spec.run_id], settings.retry_failed)]
+        name = planned[0].spec.name
+        n_points = len({(r.spec.strategy, r.point) for r in planned})
+        header = (f"sweep {name}: {len(planned)} runs ({n_points} configuration(s) x {len(settings.seeds)} seed(s)), "
+                  f"{len(planned) - len(todo)} already done, {len(todo)} to run")
+        if dry_run:
+            console = _console()
+            print_plan(console, planned, results, settings.retry_failed)
+            console.print(header, highlight=False)
+            return 0
+        check_writable(out)
+        err_console.print(header, highlight=False)
+        err_console.print(f"{executor.describe()}; results in {out / name}/", highlight=False)
+        interrupted = False
+        if todo:
+            if settings.executor == "local":
+                _check_data(settings)
+            labels = {run.spec.run_id: run.label for run in todo}
+            with _terminate_as_interrupt():
+                try:
+                    with _Display(err_console, len(todo), labels) as display:
+                        executor.run([run.spec for run in todo], out, display)
+                except KeyboardInterrupt:
+                    interrupted = True
+        results = {run.spec.run_id: stored_result(out, run.spec) for run in planned}
+        print_summary(_console(), f"sweep {name}: {planned[0].spec.suite}, {planned[0].spec.scenario}-incremental",
+                      planned, results)
+        if interrupted:
+            finished = sum(r is not None for r in results.values())
+            err_console.print(f"interrupted: {finished} of {len(planned)} runs are stored; "
+                              "run the same command again to finish the sweep", highlight=False)
+            raise KeyboardInterrupt
+        return 1 if any((r or {}).get("status") == "failed" for r in results.values()) else 0
+    finally:
+        if executor is not None and hasattr(executor, "close"):
+            executor.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+
+
+def sweep_command(
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="A YAML or TOML file describing the sweep (keys: suite, strategy, grid, seeds, name, epochs, "
+        "device, executor, jobs, ...); options given on the command line override its values.",
+        dir_okay=False)] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Benchmark suite (see `nlbench list`); default: split-digits.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Comma-separated strategies; default: every registered one.")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option(
+        "--grid", help="One grid axis KEY=VALUES (repeatable). Values are separated by ',' (alpha=1e-4,3e-4), or by ':' "
+        "for tuple-valued keys (periods=1,8,64:1,16,128). A key applies to the strategies that declare it; the others "
+        "run once per seed.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, or a range such as 0-4; default: 0.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Results sub-directory (OUT/NAME/RUN_ID); default: the suite's name.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per experience; default: the suite's.")] = None,
+    scenario: Annotated[Optional[str], typer.Option(help="class, task or domain; default: the suite's.")] = None,
+    head: Annotated[Optional[str], typer.Option(help="Task scenario head: mask or multi.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="Backbone model; default: the suite's.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training minibatch size; default: the suite's.")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="auto, cpu or cuda; default: auto (cuda when GPUs are visible, or when the Ray cluster has GPUs).")] = None,
+    executor: Annotated[Optional[str], typer.Option(
+        help="local (one subprocess per run on this machine) or ray (Ray tasks); default: local.")] = None,
+    jobs: Annotated[Optional[int], typer.Option(
+        help="Runs at once. Local: default 1 on CPU, the number of GPU slots on GPU. Ray: the most runs in flight; "
+        "default: all, scheduled by Ray.")] = None,
+    runs_per_gpu: Annotated[Optional[int], typer.Option(
+        help="Runs packed onto one GPU: local GPU slots are GPUs x this, and a Ray run asks for num_gpus=1/this; default: 1.")] = None,
+    cpus_per_run: Annotated[Optional[float], typer.Option(
+        help="Ray: CPUs each run reserves (num_cpus), also its torch thread count; default: 1.")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        help="Ray: address of a running cluster (auto to find it); default: start a local Ray instance.")] = None,
+    retries: Annotated[Optional[int], typer.Option(
+        help="Ray: how often a run whose worker or node died is retried (max_retries); default: 2.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Results directory; default: results.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(
+        help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
+    download: Annotated[Optional[bool], typer.Option(
+        "--download/--no-download", help="Download missing datasets when online; default: yes.")] = None,
+    retry_failed: Annotated[Optional[bool], typer.Option(
+        "--retry-failed/--no-retry-failed", help="Run again the runs recorded as failed (a crash says nothing about the "
+        "method); default: yes. Completed and diverged runs are always kept.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (every run and whether it is already done) and the number of runs; run nothing.")] = False,
+) -> None:
+    """Sweep strategies x hyperparameter grid x seeds; resumable: running the same command again skips finished runs.
+
+    Every run is stored under OUT/NAME/RUN_ID. Exit code 0 when every run completed or diverged, 1 when a
+    run failed, 2 on bad input, 130 on Ctrl-C (finished runs are kept).
+    """
+    from nlbench.cli import user_errors
+
+    with user_errors():
+        file_values = load_config(config) if config is not None else {}
+        cli_values = {
+            "suite": suite, "strategy": strategy, "grid": parse_grid_options(grid or []) or None, "seeds": seeds,
+            "name": name, "epochs": epochs, "scenario": scenario, "head": head, "backbone": backbone,
+            "batch_size": batch_size, "device": device, "executor": executor, "jobs": jobs,
+            "runs_per_gpu": runs_per_gpu, "cpus_per_run": cpus_per_run, "address": address, "retries": retries,
+            "out": out, "data_root": data_root, "download": download, "retry_failed": retry_failed,
+        }
+        code = run_sweep(build_settings(file_values, cli_values), dry_run=dry_run)
+    if code:
+        raise typer.Exit(code)
+
+
+def _exit_when_orphaned(interval_s: float = 1.0) -> None:
+    """End this process when its parent (the sweep driver) dies, so a killed sweep leaves no stray runs."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(137)
+
+    threading.Thread(target=watch, name="nlbench-watch-parent", daemon=True).start()
+
+
+def run_one_command(
+    spec_json: Annotated[Path, typer.Argument(help="A run spec as JSON (RunSpec.to_json()).", dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Results directory; the run is written to OUT/NAME/RUN_ID.")] = Path("results"),
+    data_root: Annotated[Optional[Path], typer.Option(help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
+    download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads for this run; default: torch's.")] = None,
+    watch_parent: Annotated[bool, typer.Option(help="Exit when the parent process (the sweep) dies.")] = False,
+) -> None:
+    """Run one spec and write it to the results store (the local sweep executor runs this per run)."""
+    from nlbench.cli import user_errors
+
+    with user_errors():
+        if watch_parent:
+            _exit_when_orphaned()
+        try:
+            data = json.loads(spec_json.read_text())
+        except (OSError, ValueError) as err:
+            raise _user_error(f"cannot read the run spec {spec_json}: {err}") from None
+        from nlbench.spec import RunSpec
+
+        try:
+            spec = RunSpec.from_dict(data)
+        except TypeError as err:
+            raise _user_error(f"{spec_json} does not describe a run: {err}") from None
+
+        import torch
+
+        from nlbench.runner import run_one
+        from nlbench.store import check_writable, run_dir, write_run
+
+        if threads:
+            torch.set_num_threads(threads)
+        check_writable(out)
+        result = run_one(spec, data_root=data_root, download=download)
+        # Temporary files left by a writer that was killed mid-write: this process owns the run now.
+        for stale in run_dir(out, spec).glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        write_run(out, spec, result)
+        typer.echo(json.dumps({"run_id": spec.run_id, "status": result["status"]}))
+
+
+def app() -> typer.Typer:
+    """A small app with the two commands, for `python -m nlbench.sweep` (the executor's entry point)."""
+    standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+    standalone.command("sweep")(sweep_command)
+    standalone.command("run-one", hidden=True)(run_one_command)
+    return standalone
+
+
+if __name__ == "__main__":
+    app()()
