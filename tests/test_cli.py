@@ -69,7 +69,7 @@ def test_hp_override_applies_to_the_strategies_that_declare_it(tmp_path):
         (["--backbone", "vgg"], "unknown backbone 'vgg'"),
         (["--epochs", "0"], "--epochs must be a positive integer"),
         (["--batch-size", "-1"], "--batch-size must be a positive integer"),
-        (["--hp", "alpha=3"], "unknown hyperparameter 'alpha'"),
+        (["--hp", "bogus=3"], "unknown hyperparameter 'bogus'"),
         (["--hp", "lr=abc", "--strategy", "adam"], "lr='abc' is not valid"),
         (["--hp", "lr"], "--hp expects KEY=VALUE"),
         (["--device", "tpu"], "unknown device 'tpu'"),
