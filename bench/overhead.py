@@ -156,10 +156,13 @@ def measure(name: str, device: torch.device, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a busy machine)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workloads", default="mlp,resnet")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     for name in args.workloads.split(","):
         measure(name.strip(), device, args.repeats)
