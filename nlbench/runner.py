@@ -195,15 +195,20 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
     optimizer = assemble_optimizer(parts, model)
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
     template = _persistent(parts.template or SupervisedTemplate)
+    criterion, seam = torch.nn.CrossEntropyLoss(), []
+    if benchmark.suite.kind == "sequence":  # (B, L, V) logits: token-level loss and next-token accuracy
+        from nlbench.bigram import FlattenSequenceOutputs, SequenceCrossEntropy
+
+        criterion, seam = SequenceCrossEntropy(), [FlattenSequenceOutputs()]
     strategy = template(
         model=model,
         optimizer=optimizer,
-        criterion=torch.nn.CrossEntropyLoss(),
+        criterion=criterion,
         train_mb_size=spec.batch_size,
         train_epochs=spec.epochs,
         eval_mb_size=spec.eval_batch_size,
         device=device,
-        plugins=[*parts.plugins, DivergenceCheck()],
+        plugins=[*parts.plugins, *seam, DivergenceCheck()],
         evaluator=evaluator,
         eval_every=-1,
         **parts.template_kwargs,
@@ -253,6 +258,7 @@ def run_one(
     train_times: list[float] = []
     eval_times: list[float] = []
     status, error = "completed", None
+    strategy = None
     try:
         strategy, evaluator = build_strategy(spec, benchmark, device)
         tick = time.perf_counter()
@@ -274,6 +280,9 @@ def run_one(
         status, error = "failed", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
 
     summary = metrics.summarize(np.array(matrix), np.array(initial)) if len(matrix) == len(benchmark.train_stream) else {}
+    # Multi-clock optimizers report their global step and per-level update counts (nl-math.md 10).
+    clock_summary = getattr(getattr(strategy, "optimizer", None), "clock_summary", None)
+    extra = {"clocks": clock_summary()} if callable(clock_summary) else {}
     return {
         "status": status,
         "error": error,
@@ -291,4 +300,5 @@ def run_one(
         "environment": environment(),
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(),
+        **extra,
     }

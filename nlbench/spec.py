@@ -108,7 +108,7 @@ def resolve_spec(
     from nlbench.errors import UserError
     from nlbench.models import BACKBONES
     from nlbench.registry import check_scenario, resolve_hparams
-    from nlbench.suites import get_suite
+    from nlbench.suites import check_compatible, get_suite
 
     info = get_suite(suite)
     hparams = dict(hparams or {})
@@ -129,6 +129,7 @@ def resolve_spec(
     backbone = backbone or info.backbone
     if backbone not in BACKBONES:
         raise UserError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+    check_compatible(info, strategy, backbone)
     valid_heads = ("mask", "multi") if scenario == "task" else ("single",)
     head = head or info.default_head(scenario)
     if head not in valid_heads:

@@ -12,6 +12,10 @@ Scenarios:
   task's classes (`head="mask"`) or one head per task (`head="multi"`, Avalanche MultiHeadClassifier).
 - `domain`: domain-incremental (permuted-mnist): every experience has all classes, no task labels.
 
+Sequence suites (kind "sequence"): `bigram-shift`, the two-regime bigram stream of
+nl-math.md 5.2 built by `nlbench.bigram`; samples are (tokens (L,), next tokens (L,), task) and the model
+returns (B, L, V) logits (the runner then uses a token-level loss and next-token accuracy).
+
 Importing this module is cheap: torch and Avalanche are imported inside `build_benchmark`.
 """
 
@@ -39,6 +43,12 @@ class SuiteInfo:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     augment: bool = False  # random crop + horizontal flip during training (CIFAR)
     permuted: bool = False  # permuted-mnist: each experience is a fixed pixel permutation of all classes
+    # Sequence suites (kind="sequence"): input_shape is (L,) token ids, n_classes is the vocabulary size,
+    # the model returns (B, L, V) logits and accuracy is next-token accuracy (see nlbench.bigram).
+    kind: str = "image"
+    sequence_options: dict[str, Any] = field(default_factory=dict)  # generator options (nlbench.bigram)
+    backbones: tuple[str, ...] | None = None  # the backbones that fit the suite (None: any image backbone)
+    unsupported: dict[str, str] = field(default_factory=dict)  # strategy component -> why it cannot run
 
     @property
     def default_scenario(self) -> str:
@@ -72,6 +82,16 @@ SUITES: dict[str, SuiteInfo] = {
                   "CIFAR-10, 5 experiences x 2 classes (DER protocol sizes: 50 epochs, batch 32)", augment=True),
         SuiteInfo("split-cifar100", "cifar100", 10, 100, (3, 32, 32), "reduced-resnet18", 50, 32, ("class", "task"),
                   "CIFAR-100, 10 experiences x 10 classes", augment=True),
+        SuiteInfo("bigram-shift", "bigram", 2, 32, (32,), "transformer", 2, 64, ("domain",),
+                  "synthetic two-regime bigram stream (V=32, L=32, eps=0.1; regime A then B), next-token accuracy",
+                  kind="sequence", backbones=("transformer",),
+                  sequence_options={"eps": 0.1, "n_train": 4096, "n_test": 512, "overlap": 0.0},
+                  unsupported={
+                      "lwf": "LwF distils per-sample class logits over the classes of past experiences (here: "
+                             "regime ids), which has no meaning for next-token logits",
+                      "der": "Avalanche's DER computes its replay losses with F.cross_entropy on (B, C) logits "
+                             "and cannot take (B, L, V) sequence logits",
+                  }),
     ]
 }
 ALIASES = {"split-cifar": "split-cifar10"}
@@ -91,6 +111,18 @@ def get_suite(name: str) -> SuiteInfo:
     if name not in SUITES:
         raise UserError(f"unknown suite {name!r}; valid: {', '.join([*SUITES, *ALIASES])}")
     return SUITES[name]
+
+
+def check_compatible(suite: SuiteInfo, strategy: str, backbone: str) -> None:
+    """Raise UserError when a component of `strategy`, or `backbone`, cannot run on `suite`."""
+    for part in (p.strip() for p in strategy.split("+")):
+        if part in suite.unsupported:
+            raise UserError(f"strategy {part!r} cannot run on the {suite.kind} suite {suite.name}: {suite.unsupported[part]}")
+    if suite.backbones is not None and backbone not in suite.backbones:
+        raise UserError(f"backbone {backbone!r} does not fit the {suite.kind} suite {suite.name}; valid: {', '.join(suite.backbones)}")
+    sequence_only = {b for s in SUITES.values() if s.kind == "sequence" for b in (s.backbones or ())}
+    if suite.kind != "sequence" and backbone in sequence_only:
+        raise UserError(f"backbone {backbone!r} takes token sequences; the {suite.kind} suite {suite.name} needs an image backbone")
 
 
 @dataclass
@@ -148,6 +180,10 @@ def build_benchmark(
 
     from nlbench.data import load_arrays
 
+    if suite.kind == "sequence":
+        from nlbench.bigram import build_bigram_benchmark
+
+        return build_bigram_benchmark(suite, scenario, seed)
     if scenario not in suite.scenarios:
         raise UserError(f"scenario {scenario!r} is not available for {suite.name}; valid: {', '.join(suite.scenarios)}")
 

@@ -18,6 +18,7 @@ from nlbench.errors import UserError
 from nlbench.models.cnn import SmallCNN, SmallCNNConfig
 from nlbench.models.mlp import MLP, MLPConfig
 from nlbench.models.resnet import BasicBlock, ResNet18, ResNetConfig
+from nlbench.models.transformer import BACKBONE_ENTRIES as _SEQUENCE_BACKBONES
 
 __all__ = [
     "BACKBONES",
@@ -79,6 +80,8 @@ _REGISTRY: dict[str, tuple[str, Callable[..., nn.Module], type, frozenset[str]]]
         _cnn, SmallCNNConfig, frozenset({"in_channels", "n_classes", "image_size"}),
     ),
 }  # fmt: skip
+
+_REGISTRY.update(_SEQUENCE_BACKBONES)
 
 BACKBONES: dict[str, str] = {name: entry[0] for name, entry in _REGISTRY.items()}
 
