@@ -97,10 +97,18 @@ def random_crop_flip(x: Tensor, padding: int = 4) -> Tensor:
 class FastDataPath:
     """Template mixin: dataloaders over device-resident tensors (see the module docstring).
 
-    `fast_augment` (set by the runner for suites that augment) is applied to training batches only.
+    `fast_augment` (set by the runner for suites that augment) is applied to training batches only;
+    `channels_last` stores image tensors in the channels-last memory format once, on the device.
     """
 
     fast_augment: Augment | None = None
+    channels_last: bool = False
+
+    def _to_device(self, tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        moved = [t.to(self.device, non_blocking=True) for t in tensors]
+        if self.channels_last and moved[0].dim() == 4:
+            moved[0] = moved[0].contiguous(memory_format=torch.channels_last)
+        return tuple(moved)
 
     def _device_tensors(self) -> tuple[Tensor, ...]:
         """The current dataset's tensors on the device, moved there once per experience and device.
@@ -112,14 +120,25 @@ class FastDataPath:
         experience = self.experience
         source = getattr(experience, "nlbench_tensors", None)
         if source is None or len(self.adapted_dataset) != len(source[0]):
-            return tuple(t.to(self.device, non_blocking=True) for t in materialise(self.adapted_dataset))
+            return self._to_device(materialise(self.adapted_dataset))
         cache = experience.__dict__.setdefault("_nlbench_device_tensors", {})
-        if str(self.device) not in cache:
-            cache[str(self.device)] = tuple(t.to(self.device, non_blocking=True) for t in source)
-        return cache[str(self.device)]
+        key = (str(self.device), self.channels_last)
+        if key not in cache:
+            cache[key] = self._to_device(source)
+        return cache[key]
 
     def make_train_dataloader(self, shuffle: bool = True, **kwargs: Any) -> None:
         self.dataloader = TensorBatches(self._device_tensors(), self.train_mb_size, shuffle, self.fast_augment)
 
     def make_eval_dataloader(self, **kwargs: Any) -> None:
         self.dataloader = TensorBatches(self._device_tensors(), self.eval_mb_size, shuffle=False)
+
+
+class Autocast:
+    """Template mixin: forward passes under bf16 autocast; logits come back in float32, so the loss,
+    the CL plugins' penalties and the metrics are computed in full precision."""
+
+    def forward(self) -> Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+            output = super().forward()
+        return output.float()

@@ -35,6 +35,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from nlbench import metrics
+from nlbench.fastpath import Autocast, FastDataPath, random_crop_flip
 from nlbench.models import build_backbone
 from nlbench.models.heads import wrap_for_scenario
 from nlbench.registry import BuildContext, assemble_optimizer, build_parts
@@ -87,8 +88,9 @@ class PersistentOptimizer:
 
 
 @lru_cache(maxsize=None)
-def _persistent(template: type) -> type:
-    return type(f"Persistent{template.__name__}", (PersistentOptimizer, template), {})
+def _template_class(mixins: tuple[type, ...], template: type) -> type:
+    """`template` with nlbench's mixins in front (persistent optimizer, data path, autocast)."""
+    return type(f"NLBench{template.__name__}", (PersistentOptimizer, *mixins, template), {})
 
 
 @lru_cache(maxsize=1)
@@ -192,9 +194,15 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
     parts = build_parts(spec.strategy, ctx, spec.hp)
     if parts.model_transform is not None:
         model = parts.model_transform(model).to(device)
+    image = benchmark.suite.kind == "image"
+    if spec.channels_last and image:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = assemble_optimizer(parts, model)
+    if spec.compile:
+        model.compile()  # in place: parameters, hooks and the optimizer's references stay the same
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
-    template = _persistent(parts.template or SupervisedTemplate)
+    mixins = ((FastDataPath,) if spec.data_path == "fast" and image else ()) + ((Autocast,) if spec.amp == "bf16" else ())
+    template = _template_class(mixins, parts.template or SupervisedTemplate)
     criterion, seam = torch.nn.CrossEntropyLoss(), []
     if benchmark.suite.kind == "sequence":  # (B, L, V) logits: token-level loss and next-token accuracy
         from nlbench.bigram import FlattenSequenceOutputs, SequenceCrossEntropy
@@ -213,6 +221,8 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
         eval_every=-1,
         **parts.template_kwargs,
     )
+    strategy.fast_augment = random_crop_flip if benchmark.suite.augment else None
+    strategy.channels_last = spec.channels_last and image
     return strategy, evaluator
 
 

@@ -18,6 +18,9 @@ SPEC_SCHEMA = 1
 
 # Fields that say where or under which name a run is filed, but cannot change its numbers.
 _NOT_HASHED = frozenset({"name"})
+# Execution options added after the first results were stored: hashed only when set, so every run id
+# stored before they existed still names the same run.
+_HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False}
 
 
 def _freeze(value: Any) -> Any:
@@ -43,6 +46,10 @@ class RunSpec:
     hparams: tuple[tuple[str, Any], ...] = ()
     head: str = "single"
     protocol: str | None = None
+    data_path: str = "fast"  # "fast" (device tensors, nlbench.fastpath) or "avalanche" (stock DataLoader)
+    amp: str = "none"  # "none" or "bf16" autocast
+    compile: bool = False  # torch.compile the backbone
+    channels_last: bool = False  # channels-last memory format for image models
     name: str = field(default="default", compare=False)
     schema: int = SPEC_SCHEMA
 
@@ -59,6 +66,9 @@ class RunSpec:
         data = self.to_dict()
         for key in _NOT_HASHED:
             data.pop(key, None)
+        for key, default in _HASHED_IF_SET.items():
+            if data.get(key) == default:
+                data.pop(key)
         return data
 
     @property
@@ -98,6 +108,10 @@ def resolve_spec(
     hparams: Mapping[str, Any] | None = None,
     name: str | None = None,
     protocol: str | None = None,
+    data_path: str = "fast",
+    amp: str = "none",
+    compile: bool = False,
+    channels_last: bool = False,
 ) -> RunSpec:
     """Fill in suite and strategy defaults and validate everything; bad input raises UserError.
 
@@ -139,6 +153,9 @@ def resolve_spec(
             raise UserError(f"--{flag} must be a positive integer, got {value}")
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
+    for flag, value, valid in (("data-path", data_path, ("fast", "avalanche")), ("amp", amp, ("none", "bf16"))):
+        if value not in valid:
+            raise UserError(f"--{flag} {value!r} is not valid; valid: {', '.join(valid)}")
     batch_size = batch_size or info.batch_size
     return RunSpec(
         suite=info.name,
@@ -154,6 +171,10 @@ def resolve_spec(
         hparams=tuple(resolve_hparams(strategy, hparams).items()),
         name=name or info.name,
         protocol=protocol,
+        data_path=data_path,
+        amp=amp,
+        compile=compile,
+        channels_last=channels_last,
     )
 
 

@@ -203,6 +203,7 @@ def build_benchmark(
 
     augment = _augmentation() if suite.augment else None
     streams: dict[str, list] = {}
+    source_tensors: dict[str, list] = {"train": [], "test": []}
     for split, (x, y) in splits.items():
         experiences = []
         for eid, classes in enumerate(experience_classes):
@@ -213,6 +214,7 @@ def build_benchmark(
                 keep = torch.isin(y, torch.tensor(classes))
                 x_exp, y_exp = x[keep], y[keep]
             task_label = eid if scenario == "task" else 0
+            source_tensors[split].append((x_exp, y_exp, torch.full_like(y_exp, task_label)))
             experiences.append(
                 tensor_dataset(
                     x_exp, y_exp,
@@ -225,9 +227,10 @@ def build_benchmark(
         streams[split] = experiences
 
     bm = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=streams["train"], test=streams["test"])))
-    for stream in (bm.train_stream, bm.test_stream):
-        for experience in stream:
+    for split, stream in (("train", bm.train_stream), ("test", bm.test_stream)):
+        for experience, tensors in zip(stream, source_tensors[split]):
             # with_classes_timeline stores sets, but Avalanche's own IncrementalClassifier and
             # MultiHeadClassifier index tensors with them, which needs a sequence.
             experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
+            experience.nlbench_tensors = tensors  # (x, y, task) for the fast data path (nlbench.fastpath)
     return Benchmark(suite, scenario, bm.train_stream, bm.test_stream, experience_classes)

@@ -51,3 +51,48 @@ def test_materialise_reads_an_avalanche_dataset_without_train_augmentation():
     sample = dataset.eval()[5]
     assert torch.equal(x[5], sample[0]) and int(y[5]) == int(sample[1])
     assert materialise(dataset) is materialise(dataset)  # read once
+
+
+def _run(strategy, benchmark, **kwargs):
+    from nlbench.runner import run_one
+    from nlbench.spec import resolve_spec
+
+    return run_one(resolve_spec("split-digits", strategy, device="cpu", **kwargs), benchmark=benchmark)
+
+
+def test_fast_and_stock_paths_learn_the_same_stream():
+    """Same method, same seed: the two data paths draw batches in different orders, so matrices
+    differ, but both learn and forget alike (and each is deterministic on its own)."""
+    benchmark = build_benchmark(get_suite("split-digits"), "class", 0, DEFAULT_DATA_ROOT)
+    for strategy in ("adam", "replay", "cumulative"):
+        fast = _run(strategy, benchmark)
+        stock = _run(strategy, benchmark, data_path="avalanche")
+        assert fast["status"] == stock["status"] == "completed"
+        assert abs(fast["metrics"]["acc"] - stock["metrics"]["acc"]) < 0.15
+        assert fast["accuracy_matrix"] == _run(strategy, benchmark)["accuracy_matrix"]
+
+
+def test_the_runner_uses_the_fast_path_by_default_and_the_options_apply():
+    import torch
+    from avalanche.core import SupervisedPlugin
+
+    from nlbench.runner import build_strategy
+    from nlbench.spec import resolve_spec
+
+    class Look(SupervisedPlugin):
+        def after_forward(self, strategy, **kwargs):
+            self.loader, self.x, self.out = strategy.dataloader, strategy.mb_x, strategy.mb_output
+
+    benchmark = build_benchmark(get_suite("split-digits"), "class", 0, DEFAULT_DATA_ROOT)
+    spec = resolve_spec("split-digits", "adam", device="cpu", backbone="cnn", channels_last=True, amp="bf16", epochs=1)
+    strategy, _ = build_strategy(spec, benchmark, torch.device("cpu"))
+    look = Look()
+    strategy.plugins.append(look)
+    strategy.train(benchmark.train_stream[0])
+    assert isinstance(look.loader, TensorBatches)
+    assert look.x.is_contiguous(memory_format=torch.channels_last)
+    assert look.out.dtype == torch.float32  # autocast inside, float32 logits out
+    fp32 = _run("adam", benchmark, backbone="cnn")
+    bf16 = _run("adam", benchmark, backbone="cnn", channels_last=True, amp="bf16")
+    assert bf16["status"] == "completed"
+    assert abs(bf16["metrics"]["learning_acc"] - fp32["metrics"]["learning_acc"]) < 0.15
