@@ -79,3 +79,13 @@ def test_missing_files_name_what_is_expected_and_where(tmp_path, offline):
 def test_unknown_suite_lists_the_valid_ones():
     with pytest.raises(UserError, match="unknown suite 'split-imagenet'; valid: .*split-digits"):
         get_suite("split-imagenet")
+
+
+@pytest.mark.slow  # ~2 CPU-minutes: HopeViT (d=128, 4 layers) and a CMS ResNet-18 on 5 experiences
+@pytest.mark.parametrize("strategy", ["hope", "cms"])
+def test_nl_architectures_run_on_cifar_files(strategy, data_root, offline):
+    """HopeViT (patches + readout token) and CMS-clocked ResNet stages on split-cifar10's real format."""
+    spec = resolve_spec("split-cifar10", strategy, device="cpu", epochs=1, batch_size=32)
+    result = run_one(spec, data_root=data_root)
+    assert result["status"] == "completed", result["error"]
+    assert len(result["accuracy_matrix"]) == 5 and "clocks" in result
