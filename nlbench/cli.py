@@ -1,7 +1,9 @@
 """The `nlbench` command line (Typer).
 
 Heavy libraries (torch, Avalanche, pandas) are imported inside the commands, so `nlbench --help`
-answers instantly. Bad input exits with code 2 and one line on stderr; Ctrl-C exits with 130.
+answers instantly. Bad input exits with code 2 and one line on stderr (`error: ...`), whether the
+commands find it (`UserError`) or the option parser does (a malformed option value, an unknown
+option or command, a missing argument); Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -119,9 +121,9 @@ def run_command(
         from nlbench.registry import declared_hparams, strategies
         from nlbench.runner import resolve_device
         from nlbench.spec import resolve_spec
-        from nlbench.store import check_writable
+        from nlbench.store import check_run_name, check_writable
 
-        names = _split_list(strategy) if strategy else list(strategies())
+        names = _split_list(strategy) if strategy else _runnable_strategies(suite, scenario)
         if not names:
             raise UserError("--strategy is empty; give at least one strategy")
         overrides = _parse_hparams(hp or [])
@@ -132,6 +134,8 @@ def run_command(
         if unknown:
             valid = sorted({k for keys in declared.values() for k in keys})
             raise UserError(f"unknown hyperparameter {unknown[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
+        if name is not None:
+            check_run_name(name)
         resolved_device = str(resolve_device(device))
         specs = [
             resolve_spec(
@@ -145,12 +149,25 @@ def run_command(
         _run_specs(specs, out, data_root, download, force)
 
 
+def _runnable_strategies(suite: str, scenario: Optional[str]) -> list[str]:
+    """Every registered strategy that can run on `suite` in `scenario` (the default of `run`)."""
+    from nlbench.registry import strategies
+    from nlbench.suites import get_suite
+
+    info = get_suite(suite)
+    scenario = scenario or info.default_scenario
+    return [
+        name for name, s in strategies().items()
+        if name not in info.unsupported and (s.scenarios is None or scenario in s.scenarios)
+    ]
+
+
 def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool, force: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nlbench.data import resolve_data_root
     from nlbench.runner import run_one
-    from nlbench.store import finished_result, write_run
+    from nlbench.store import claim_holder, claim_run, describe_holder, finished_result, process_identity, wait_for_claim, write_run
     from nlbench.suites import build_benchmark, get_suite
 
     console = _console(stderr=True)
@@ -169,15 +186,27 @@ def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool
                 results.append((spec, cached, True))
                 progress.advance(overall, suite.n_experiences)
                 continue
-            progress.update(overall, description=f"{spec.strategy:<16}")
+            # Claim the run, so a sweep or another `nlbench run` writing here does not train it too.
+            claim = claim_run(out, spec)
+            if claim is None:
+                progress.console.print(f"{spec.strategy}: {describe_holder(claim_holder(out, spec))} is running "
+                                       "this run; waiting for it", highlight=False)
+                claim = wait_for_claim(out, spec)
+            with claim:
+                cached = None if force else finished_result(out, spec)
+                if cached is not None:  # the other process finished it meanwhile
+                    results.append((spec, cached, True))
+                    progress.advance(overall, suite.n_experiences)
+                    continue
+                progress.update(overall, description=f"{spec.strategy:<16}")
 
-            def on_event(kind: str, info: dict) -> None:
-                if kind == "experience" and info["experience"] > 0:
-                    progress.advance(overall)
+                def on_event(kind: str, info: dict) -> None:
+                    if kind == "experience" and info["experience"] > 0:
+                        progress.advance(overall)
 
-            before = progress.tasks[overall].completed
-            result = run_one(spec, benchmark=benchmark, progress=on_event)
-            write_run(out, spec, result)
+                before = progress.tasks[overall].completed
+                result = {**run_one(spec, benchmark=benchmark, progress=on_event), **process_identity()}
+                write_run(out, spec, result)
             progress.update(overall, completed=before + suite.n_experiences)
             results.append((spec, result, False))
     _print_table(results, out)
@@ -223,9 +252,42 @@ app.command("report")(report_command)
 app.command("run-one", hidden=True)(run_one_command)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_app(typer_app: typer.Typer, args: Optional[list[str]] = None) -> None:
+    """Run a Typer app as a program: the exit code is the command's, and the parser's own errors
+    (which Click prints as a multi-line usage box) become one `error:` line with exit code 2."""
+    try:  # Typer >= 0.22 carries its own copy of Click; older Typer uses the click package
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+
+    try:
+        code = typer_app(args=args, standalone_mode=False)
+    except getattr(click_errors, "NoArgsIsHelpError", ()) as err:  # `nlbench` alone: the help text
+        err.show()
+        code = err.exit_code
+    except click_errors.UsageError as err:  # BadParameter, NoSuchOption, MissingParameter, ...
+        where = f"; see '{err.ctx.command_path} --help'" if err.ctx is not None else ""
+        typer.echo(f"error: {_one_line(err.format_message()).rstrip('.')}{where}", err=True)
+        code = 2
+    except click_errors.ClickException as err:  # e.g. a file option that cannot be opened
+        typer.echo(f"error: {_one_line(err.format_message())}", err=True)
+        code = err.exit_code
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        typer.echo("interrupted", err=True)
+        code = 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -13,7 +13,17 @@
   `failed` result, and re-running a deterministic spec would crash again). Workers return the result
   dict and the driver writes it, into the same store as the local executor.
 
-Both report to an `events` object with `started(spec, where)` and `finished(spec, result)`.
+Both claim a run (`nlbench.store.claim_run`) before starting it and hold the claim until its result is
+stored, so several sweeps writing into one results directory at once train every run exactly once: a
+run claimed by another live process is set aside and retried every `retry_s`; when its claim is free
+again the run is either done (its result is taken, not trained again) or was abandoned (its holder
+died: it is run here). A sweep therefore ends only when every run it was given is stored, whoever ran
+it. The local executor passes the locked claim file to the run's subprocess, so the claim lives as
+long as either of them.
+
+Both report to an `events` object with `started(spec, where)` and `finished(spec, result)`, and,
+when it has them, `waiting(spec, holder)` (a run is claimed by another process) and
+`done_elsewhere(spec, result)` (another process stored it; else `finished` is called).
 This module is light at import (stdlib only); torch and Ray are imported where they are used.
 """
 
@@ -22,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,6 +182,86 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# Claims: which run may start next
+
+
+class ClaimQueue:
+    """The runs of one `run` call, handed out only once this process holds their claim.
+
+    `done_before` maps run ids to the `done` marker's stamp when the sweep read the store; a run whose
+    marker changed since was stored by another process and is taken as it is, not trained again.
+    """
+
+    def __init__(self, specs: Sequence[Any], out: Path, events: Events,
+                 done_before: Mapping[str, tuple[int, int] | None] | None = None, retry_s: float = 1.0):
+        from nlbench.store import DONE, run_dir
+
+        self.out = Path(out)
+        self.events = events
+        self.retry_s = retry_s
+        self.pending: deque = deque(specs)
+        self.waiting: dict[str, tuple[Any, float]] = {}  # run id -> (spec, when to try again)
+        self.claims: dict[str, Any] = {}
+        self.announced: set[str] = set()
+        given = dict(done_before or {})
+        self.done_before = {s.run_id: given[s.run_id] if s.run_id in given else _stamp(run_dir(out, s) / DONE)
+                            for s in specs}
+
+    @property
+    def unstarted(self) -> bool:
+        return bool(self.pending or self.waiting)
+
+    def _due(self) -> Any | None:
+        now = time.monotonic()
+        for run_id, (spec, when) in self.waiting.items():
+            if when <= now:
+                del self.waiting[run_id]
+                return spec
+        return None
+
+    def next(self) -> Any | None:
+        """The next run to start, now claimed by this process; None when none can start yet."""
+        from nlbench.store import DONE, claim_holder, claim_run, read_run, run_dir
+
+        while True:
+            spec = self.pending.popleft() if self.pending else self._due()
+            if spec is None:
+                return None
+            claim = claim_run(self.out, spec)
+            if claim is None:
+                self.waiting[spec.run_id] = (spec, time.monotonic() + self.retry_s)
+                if spec.run_id not in self.announced and hasattr(self.events, "waiting"):
+                    self.announced.add(spec.run_id)
+                    self.events.waiting(spec, claim_holder(self.out, spec))
+                continue
+            directory = run_dir(self.out, spec)
+            if _stamp(directory / DONE) != self.done_before[spec.run_id]:
+                try:
+                    result = read_run(directory)[1]
+                except ValueError:
+                    result = None  # stored but unreadable: run it again
+                if result is not None:
+                    claim.release()
+                    report = getattr(self.events, "done_elsewhere", None) or self.events.finished
+                    report(spec, result)
+                    continue
+            self.claims[spec.run_id] = claim
+            return spec
+
+    def claim_fd(self, spec: Any) -> int | None:
+        return self.claims[spec.run_id].fd
+
+    def release(self, spec: Any) -> None:
+        claim = self.claims.pop(spec.run_id, None)
+        if claim is not None:
+            claim.release()
+
+    def release_all(self) -> None:
+        for run_id in list(self.claims):
+            self.claims.pop(run_id).release()
+
+
+# --------------------------------------------------------------------------------------------------
 # Local executor
 
 
@@ -218,7 +309,7 @@ class LocalExecutor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def _launch(self, spec: Any, slot: str | None, out: Path) -> _Child:
+    def _launch(self, spec: Any, slot: str | None, out: Path, claim_fd: int | None = None) -> _Child:
         from nlbench.store import DONE, run_dir
 
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -226,9 +317,12 @@ class LocalExecutor:
         spec_path.write_text(spec.to_json())
         log = self.workdir / f"{spec.run_id}.log"
         marker_before = _stamp(run_dir(out, spec) / DONE)
+        # The child inherits the locked claim file: the claim holds while the child lives, even when
+        # this driver is killed first.
         with open(log, "wb") as handle:
             proc = subprocess.Popen(self.command(spec_path, out), stdin=subprocess.DEVNULL, stdout=handle,
-                                    stderr=subprocess.STDOUT, env=self.child_env(slot))
+                                    stderr=subprocess.STDOUT, env=self.child_env(slot),
+                                    pass_fds=() if claim_fd is None else (claim_fd,))
         return _Child(spec, proc, slot, log, marker_before, time.perf_counter())
 
     def _collect(self, child: _Child, returncode: int, out: Path) -> dict[str, Any]:
@@ -250,17 +344,20 @@ class LocalExecutor:
         write_run(out, child.spec, result)
         return result
 
-    def run(self, specs: Sequence[Any], out: Path, events: Events) -> None:
+    def run(self, specs: Sequence[Any], out: Path, events: Events,
+            done_before: Mapping[str, tuple[int, int] | None] | None = None) -> None:
         out = Path(out).resolve()
-        pending = deque(specs)
+        queue = ClaimQueue(specs, out, events, done_before)
         free: list[str | None] = list(self.plan.slots)
         running: list[_Child] = []
         try:
-            while pending or running:
-                while pending and free:
+            while queue.unstarted or running:
+                while free:
+                    spec = queue.next()
+                    if spec is None:
+                        break
                     slot = free.pop(0)
-                    spec = pending.popleft()
-                    running.append(self._launch(spec, slot, out))
+                    running.append(self._launch(spec, slot, out, queue.claim_fd(spec)))
                     events.started(spec, "cpu" if slot is None else f"GPU {slot}")
                 time.sleep(self.poll_s)
                 for child in list(running):
@@ -269,12 +366,16 @@ class LocalExecutor:
                         continue
                     running.remove(child)
                     free.append(child.slot)
-                    events.finished(child.spec, self._collect(child, returncode, out))
+                    result = self._collect(child, returncode, out)
+                    queue.release(child.spec)
+                    events.finished(child.spec, result)
         except BaseException:
             # Ctrl-C, SIGTERM, or a bug in the driver: stop the runs in flight and record nothing
             # for them (they have not finished; re-running the sweep runs them again).
             _stop(running)
             raise
+        finally:
+            queue.release_all()
 
 
 def _stop(children: list[_Child], grace_s: float = 10.0) -> None:
@@ -311,7 +412,8 @@ def _ray_task(spec_json: str, data_root: str | None, download: bool, threads: in
 
     torch.set_num_threads(max(1, threads))
     spec = RunSpec.from_dict(json.loads(spec_json))
-    return run_one(spec, data_root=Path(data_root) if data_root else None, download=download)
+    result = run_one(spec, data_root=Path(data_root) if data_root else None, download=download)
+    return {**result, "pid": os.getpid(), "host": socket.gethostname()}  # who trained it
 
 
 def _ray_error_message(err: BaseException) -> str:
@@ -411,7 +513,8 @@ class RayExecutor:
             ray.shutdown()
             self._owns_ray = False
 
-    def run(self, specs: Sequence[Any], out: Path, events: Events) -> None:
+    def run(self, specs: Sequence[Any], out: Path, events: Events,
+            done_before: Mapping[str, tuple[int, int] | None] | None = None) -> None:
         import ray
         from ray.exceptions import RayError
 
@@ -425,16 +528,21 @@ class RayExecutor:
         )
         threads = max(1, int(self.cpus_per_run))
         data_root = str(Path(self.data_root).resolve()) if self.data_root else None
-        pending = deque(specs)
+        queue = ClaimQueue(specs, out, events, done_before)  # the driver holds the claims
         in_flight: dict[Any, tuple[Any, float]] = {}
         limit = self.jobs or len(specs)
         try:
-            while pending or in_flight:
-                while pending and len(in_flight) < limit:
-                    spec = pending.popleft()
+            while queue.unstarted or in_flight:
+                while len(in_flight) < limit:
+                    spec = queue.next()
+                    if spec is None:
+                        break
                     ref = remote.remote(spec.to_json(), data_root, self.download, threads)
                     in_flight[ref] = (spec, time.perf_counter())
                     events.started(spec, "ray")
+                if not in_flight:
+                    time.sleep(0.2)  # only runs claimed by other processes are left: wait for them
+                    continue
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in ready:
                     spec, submitted = in_flight.pop(ref)
@@ -444,6 +552,7 @@ class RayExecutor:
                         result = failed_result(spec, _ray_error_message(err),
                                                wall_time_s=time.perf_counter() - submitted, where="ray")
                     write_run(out, spec, result)
+                    queue.release(spec)
                     events.finished(spec, result)
         except BaseException:
             for ref in in_flight:
@@ -453,4 +562,5 @@ class RayExecutor:
                     pass
             raise
         finally:
+            queue.release_all()
             self.close()

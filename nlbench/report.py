@@ -219,6 +219,11 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     return runs, skipped, unfinished
 
 
+def unfinished_message(path: Path) -> str:
+    return (f"skipping {path}: it has spec.json but no 'done' marker (a run that was killed or is still being "
+            "written); not counted")
+
+
 def _key_columns(runs: Any) -> list[str]:
     hp = sorted(c for c in runs.columns if c.startswith("hp."))
     return [c for c in SPEC_KEYS if c in runs.columns] + hp
@@ -733,15 +738,21 @@ def build_report(
     """Read every run under `results_dir` and write report.md, tables/*.csv and figures/*.png to `out`.
 
     Raises `nlbench.errors.UserError` when the directory is missing, not a directory, or holds no
-    readable finished run. Corrupt or truncated runs are skipped with a warning naming the file
-    (re-issued as `UserWarning`s here, listed in `ReportSummary.skipped` and in report.md).
+    readable finished run, and when `out` cannot be written (checked before any drawing). Corrupt or
+    truncated runs, runs of another result schema, and unfinished runs (spec.json without `done`) are
+    skipped with a warning naming the path (re-issued as `UserWarning`s here, listed in
+    `ReportSummary.skipped` / `.unfinished` / `.warnings` and in report.md), and never counted.
     """
     from nlbench.protocols import load_published
+    from nlbench.store import check_writable
 
     results_dir, out = Path(results_dir), Path(out)
     runs, skipped, unfinished = load_runs(results_dir)
+    check_writable(out)  # before any table or figure is drawn
     for message in skipped:
         warnings.warn(message, UserWarning, stacklevel=2)
+    for path in unfinished:
+        warnings.warn(unfinished_message(path), UserWarning, stacklevel=2)
     keys = _key_columns(runs)
     _add_labels(runs, keys)
     summary = aggregate(runs, keys)
@@ -814,7 +825,7 @@ def build_report(
         results_dir=results_dir, out=out, report_md=report_md, tables=tables, figures=figures,
         n_runs=len(runs), n_completed=n_completed, n_not_completed=len(runs) - n_completed,
         skipped=skipped, unfinished=unfinished, summary=summary, comparison=comparison, sweeps=sweeps,
-        warnings=list(skipped),
+        warnings=list(skipped) + [unfinished_message(path) for path in unfinished],
     )
 
 
@@ -879,6 +890,6 @@ def report_command(
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
             report = build_report(Path(results_dir), target, sweep_axes=axes, published=published)
-        for message in report.skipped:
+        for message in report.skipped + [unfinished_message(path) for path in report.unfinished]:
             typer.echo(f"warning: {message}", err=True)
         print_summary(report)

@@ -3,26 +3,48 @@
 Every file is written atomically (a temporary file in the same directory, fsync, then `os.replace`),
 and the `done` marker is written last. A run directory without `done` is an unfinished or killed run:
 it is never loaded as a result and is simply re-run. `load_results` turns every finished run into one
-row of a pandas DataFrame; corrupt or truncated files are skipped with a warning that names them.
+row of a pandas DataFrame; corrupt or truncated files, and results of another schema version, are
+skipped with a warning that names them.
+
+Claims. Several processes (two sweeps, a sweep and `nlbench run`) may write into one results directory
+at once. Before a process trains a run it claims it: `claim_run` takes an exclusive, non-blocking
+`flock` on `<run_dir>/claim` and writes its pid, host and start time there. The kernel drops the lock
+when the holder dies, even by SIGKILL, so a claim never outlives its process and needs no timeout; a
+killed run is simply claimed again by the next sweep. Whoever holds a claim re-checks the `done` marker
+before training (another process may have finished the run meanwhile), and releases the claim (the
+file is removed) only after the run's files are written. Locks on network filesystems are only as good
+as the filesystem's lock support; where `flock` is unavailable, claims are skipped with a warning (two
+hosts could then train the same run twice, and the store still holds it once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
+import socket
 import tempfile
 import threading
+import time
 import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no claims (see the module docstring)
+    fcntl = None  # type: ignore[assignment]
 
 from nlbench.errors import UserError
 from nlbench.spec import RunSpec
 
 RESULT_SCHEMA = 1
 DONE = "done"
+CLAIM = "claim"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -73,6 +95,148 @@ def check_writable(root: Path) -> None:
         probe.close()
     except OSError as err:
         raise UserError(f"results directory {root} is not writable: {err.strerror or err}") from None
+    except ValueError as err:  # an embedded NUL byte
+        raise UserError(f"results directory {str(root)!r} is not a valid path: {err}") from None
+
+
+def check_run_name(name: str) -> None:
+    """A run name (`--name`) is a directory inside the results directory: it must not leave it."""
+    path = Path(name)
+    if not name.strip() or "\0" in name or path.is_absolute() or ".." in path.parts or not path.parts:
+        raise UserError(f"--name {name!r} must be a relative directory name inside the results directory "
+                        "(not empty, no '..', not an absolute path)")
+
+
+def process_identity() -> dict[str, Any]:
+    """Who this process is, as recorded in claims and in result.json (`pid`, `host`)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+@dataclass
+class Claim:
+    """This process's claim on one run (see the module docstring); release it once the run is stored."""
+
+    path: Path
+    fd: int | None  # the locked claim file; None where file locks are unavailable
+    released: bool = False
+
+    def release(self) -> None:
+        """Remove the claim file, then drop the lock (a waiting process re-checks `done` first)."""
+        if self.released:
+            return
+        self.released = True
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()  # only when empty: a run claimed but never written leaves nothing
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+_UNSUPPORTED_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+_warned_no_locks: set[str] = set()
+
+
+def claim_run(root: Path, spec: RunSpec) -> Claim | None:
+    """Claim `spec`'s run for this process; None when another live process holds the claim.
+
+    The caller must re-check the `done` marker after claiming (the previous holder may have just
+    finished the run) and release the claim after writing the run.
+    """
+    directory = run_dir(root, spec)
+    path = directory / CLAIM
+    while True:
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the directory was removed by a releasing holder: make it again
+            continue
+        if fcntl is None:
+            return _unlocked(path, fd, "this platform has no flock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as err:
+            if err.errno in _UNSUPPORTED_LOCKS:
+                return _unlocked(path, fd, err.strerror or str(err))
+            os.close(fd)
+            raise
+        # The holder releases by removing the file, then unlocking: a lock on a removed file is no claim.
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+            os.close(fd)
+            continue
+        info = {**process_identity(), "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        return Claim(path, fd)
+
+
+def _unlocked(path: Path, fd: int, why: str) -> Claim:
+    os.close(fd)
+    where = str(path.parent.parent.parent)
+    if where not in _warned_no_locks:
+        _warned_no_locks.add(where)
+        warnings.warn(f"file locks are not available under {where} ({why}): runs are not claimed, so two "
+                      "processes writing there at once may train the same run twice", stacklevel=3)
+    return Claim(path, None)
+
+
+def claim_holder(root: Path, spec: RunSpec) -> dict[str, Any]:
+    """What the claim file of `spec` says about its holder (pid, host, since); {} when unknown."""
+    try:
+        data = json.loads((run_dir(root, spec) / CLAIM).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def live_claim(root: Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The holder of `spec`'s claim when a live process holds it, else None; creates and changes nothing."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(run_dir(root, spec) / CLAIM, os.O_RDONLY)
+    except (OSError, ValueError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return claim_holder(root, spec)
+    except OSError:  # locks unsupported here: nothing can be said
+        return None
+    finally:
+        os.close(fd)  # also drops the shared lock, if taken
+    return None
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "another process"
+    since = f" since {holder['since']}" if holder.get("since") else ""
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}{since}"
+
+
+def wait_for_claim(root: Path, spec: RunSpec, poll_s: float = 1.0) -> Claim:
+    """Block until this process holds `spec`'s claim (another process may be running it)."""
+    while True:
+        claim = claim_run(root, spec)
+        if claim is not None:
+            return claim
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager
@@ -129,11 +293,18 @@ def read_run(directory: Path) -> tuple[RunSpec, dict[str, Any]]:
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path} is unreadable or truncated: {err}") from None
     result = files["result.json"]
-    if result.get("schema") != RESULT_SCHEMA:
-        raise ValueError(f"{directory / 'result.json'} has schema {result.get('schema')!r}, expected {RESULT_SCHEMA}")
+    if not isinstance(result, dict) or not isinstance(files["spec.json"], dict):
+        raise ValueError(f"{directory} holds JSON that is not a run record (spec.json and result.json must be objects)")
+    schema = result.get("schema")
+    if schema != RESULT_SCHEMA:
+        which = "has no schema field" if schema is None else f"has schema {schema!r}"
+        raise ValueError(
+            f"{directory / 'result.json'} {which}; this nlbench reads schema {RESULT_SCHEMA} only, "
+            "so the run is not counted (re-run it, or read it with the nlbench version that wrote it)"
+        )
     try:
         spec = RunSpec.from_dict(files["spec.json"])
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{directory / 'spec.json'} does not describe a run: {err}") from None
     return spec, result
 

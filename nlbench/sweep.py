@@ -18,6 +18,10 @@ Decisions (documented in `nlbench sweep --help` too):
   whole seeds rather than whole strategies.
 - The exit code is 0 when every planned run is completed or diverged, 1 when any is failed,
   2 on bad input, 130 on Ctrl-C (or SIGTERM); finished runs are kept in every case.
+- Several sweeps may write into one results directory at once: each run is claimed before it starts
+  (`nlbench.store.claim_run`), a run claimed by another live process is waited for and its stored
+  result taken (printed as `elsewhere`), and a run whose claimer died is run here. Every run is then
+  stored once and trained once; result.json records the `pid` and `host` of the process that trained it.
 
 This module is light at import (stdlib and typer only): the CLI imports it at startup. `python -m
 nlbench.sweep run-one SPEC --out DIR` is the subprocess entry point of the local executor.
@@ -40,6 +44,7 @@ import typer
 
 EXECUTORS = ("local", "ray")
 _REUSABLE = ("completed", "diverged")
+MAX_SEEDS = 10_000  # a bound on `--seeds 0-N`, so a typo cannot exhaust memory
 
 # --------------------------------------------------------------------------------------------------
 # Settings: a sweep file, then command-line options over it
@@ -97,18 +102,23 @@ def parse_seeds(raw: Any) -> tuple[int, ...]:
     elif isinstance(raw, str):
         items = []
         for part in _split_list(raw):
-            low, dash, high = part.partition("-")
-            if dash and low.strip().isdigit() and high.strip().isdigit():
-                if int(high) < int(low):
+            low, dash, high = (p.strip() for p in part.partition("-"))
+            if dash and _is_decimal(low) and _is_decimal(high):
+                low_n, high_n = int(low), int(high)
+                if high_n < low_n:
                     raise bad
-                items.extend(range(int(low), int(high) + 1))
+                if high_n - low_n >= MAX_SEEDS:
+                    raise _user_error(f"--seeds {part} gives {high_n - low_n + 1} seeds; at most {MAX_SEEDS} per sweep")
+                items.extend(range(low_n, high_n + 1))
             else:
                 items.append(part)
     elif isinstance(raw, (list, tuple)):
         items = list(raw)
     else:
         raise bad
-    seeds: list[int] = []
+    if len(items) > MAX_SEEDS:
+        raise _user_error(f"--seeds gives {len(items)} seeds; at most {MAX_SEEDS} per sweep")
+    seeds: dict[int, None] = {}
     for item in items:
         try:
             seed = int(item) if not isinstance(item, (bool, float)) else None
@@ -116,11 +126,15 @@ def parse_seeds(raw: Any) -> tuple[int, ...]:
             seed = None
         if seed is None or seed < 0:
             raise bad
-        if seed not in seeds:
-            seeds.append(seed)
+        seeds.setdefault(seed)
     if not seeds:
         raise bad
     return tuple(seeds)
+
+
+def _is_decimal(text: str) -> bool:
+    """Plain ASCII digits (str.isdigit() also accepts '²', which int() rejects)."""
+    return text.isascii() and text.isdecimal()
 
 
 def parse_grid_options(pairs: Sequence[str]) -> dict[str, str]:
@@ -141,9 +155,13 @@ def load_config(path: Path) -> dict[str, Any]:
     """Read a sweep file (.yaml/.yml, .toml or .json) into a dict of settings keys."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise _user_error(f"cannot read sweep file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise _user_error(f"sweep file {path} is not UTF-8 text (byte {err.start}); write it as YAML or TOML text") from None
+    except ValueError as err:  # e.g. an embedded NUL in the path
+        raise _user_error(f"cannot read sweep file {path!r}: {err}") from None
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
@@ -166,10 +184,12 @@ def load_config(path: Path) -> dict[str, Any]:
         else:
             raise _user_error(f"sweep file {path} must end in .yaml, .yml, .toml or .json")
     except ValueError as err:  # yaml.YAMLError, tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors...
-        raise _user_error(f"sweep file {path} is not valid: {str(err).splitlines()[0]}") from None
+        raise _user_error(f"sweep file {path} is not valid: {_first_line(err)}") from None
+    except RecursionError:
+        raise _user_error(f"sweep file {path} is nested too deeply to be a sweep description") from None
     except Exception as err:  # ...except YAMLError, which is not
         if type(err).__module__.startswith("yaml"):
-            raise _user_error(f"sweep file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+            raise _user_error(f"sweep file {path} is not valid YAML: {_first_line(err)}") from None
         raise
     if data is None:
         data = {}
@@ -182,6 +202,10 @@ def load_config(path: Path) -> dict[str, Any]:
     if unknown:
         raise _user_error(f"sweep file {path}: unknown key {unknown[0]!r}; valid: {', '.join(CONFIG_KEYS)}")
     return normalised
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> SweepSettings:
@@ -213,6 +237,8 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
             if not isinstance(value, bool):
                 raise _user_error(f"{key!r} must be true or false, got {value!r}")
         elif key in ("out", "data_root"):
+            if not isinstance(value, (str, Path)) or not str(value).strip() or "\0" in str(value):
+                raise _user_error(f"{key!r} must be a directory path, got {value!r}")
             value = Path(value).expanduser()
         elif key == "strategy":
             names = _split_list(value) if isinstance(value, str) else [str(v).strip() for v in value] if isinstance(value, (list, tuple)) else None
@@ -224,6 +250,10 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
         setattr(settings, key, value)
     if settings.executor not in EXECUTORS:
         raise _user_error(f"unknown executor {settings.executor!r}; valid: {', '.join(EXECUTORS)}")
+    if settings.name is not None:
+        from nlbench.store import check_run_name
+
+        check_run_name(settings.name)
     return settings
 
 
@@ -326,6 +356,17 @@ def stored_result(out: Path, spec: Any) -> dict[str, Any] | None:
         return None
 
 
+def done_stamp(out: Path, spec: Any) -> tuple[int, int] | None:
+    """Identity (inode, mtime) of the run's `done` marker, None when absent: a new write changes it."""
+    from nlbench.store import DONE, run_dir
+
+    try:
+        st = (run_dir(out, spec) / DONE).stat()
+    except (OSError, ValueError):
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
 def is_reusable(result: Mapping[str, Any] | None, retry_failed: bool) -> bool:
     if result is None:
         return False
@@ -392,6 +433,32 @@ class _Display:
         self.running += 1
         self.progress.update(self.task, counts=self._counts())
 
+    def _name(self, spec: Any) -> str:
+        from rich.markup import escape
+
+        label = self.labels.get(spec.run_id, "-")
+        point = f" \\[{escape(label)}]" if label != "-" else ""
+        return f"{escape(spec.strategy)}{point} seed {spec.seed} {spec.run_id[:8]}"
+
+    def waiting(self, spec: Any, holder: Mapping[str, Any]) -> None:
+        """Another live process holds this run's claim: it is left to that process and waited for."""
+        from rich.markup import escape
+
+        from nlbench.store import describe_holder
+
+        self.progress.console.print(
+            f"[cyan]{'waiting':<9}[/] {self._name(spec)}  claimed by {escape(describe_holder(dict(holder)))}; "
+            "waiting for it", highlight=False, soft_wrap=True)
+
+    def done_elsewhere(self, spec: Any, result: Mapping[str, Any]) -> None:
+        """Another process stored this run while it waited here: taken as it is, not trained again."""
+        status = str(result.get("status"))
+        self.counts[status if status in self.counts else "failed"] += 1
+        who = f"pid {result['pid']} on {result.get('host', '?')}" if result.get("pid") else "another process"
+        self.progress.console.print(f"[cyan]{'elsewhere':<9}[/] {self._name(spec)}  {status} by {who}",
+                                    highlight=False, soft_wrap=True)
+        self.progress.update(self.task, advance=1, counts=self._counts())
+
     def finished(self, spec: Any, result: Mapping[str, Any]) -> None:
         self.running = max(0, self.running - 1)
         status = str(result.get("status"))
@@ -404,11 +471,8 @@ class _Display:
         wall = result.get("wall_time_s") or 0.0
         from rich.markup import escape
 
-        label = self.labels.get(spec.run_id, "-")
-        point = f" \\[{escape(label)}]" if label != "-" else ""
         self.progress.console.print(
-            f"[{style}]{status:<9}[/] {escape(spec.strategy)}{point} seed {spec.seed} {spec.run_id[:8]}  "
-            f"{escape(what)}  ({wall:.1f} s)", highlight=False, soft_wrap=True,
+            f"[{style}]{status:<9}[/] {self._name(spec)}  {escape(what)}  ({wall:.1f} s)", highlight=False, soft_wrap=True,
         )
         self.progress.update(self.task, advance=1, counts=self._counts())
 
@@ -464,16 +528,22 @@ def print_summary(console: Any, title: str, planned: Sequence[PlannedRun], resul
         console.print(f"  ... and {len(failed) - 10} more failed runs", highlight=False)
 
 
-def print_plan(console: Any, planned: Sequence[PlannedRun], results: Mapping[str, Any], retry_failed: bool) -> None:
+def print_plan(console: Any, planned: Sequence[PlannedRun], results: Mapping[str, Any], retry_failed: bool,
+               out: Path | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
+
+    from nlbench.store import describe_holder, live_claim
 
     table = Table(title="Sweep plan", title_justify="left")
     for column in ("#", "strategy", "grid point", "seed", "run id", "state"):
         table.add_column(column, justify="right" if column in ("#", "seed") else "left")
     for index, run in enumerate(planned, 1):
         result = results.get(run.spec.run_id)
-        if result is None:
+        holder = live_claim(out, run.spec) if out is not None else None
+        if holder is not None:
+            state = f"running elsewhere ({describe_holder(holder)})"
+        elif result is None:
             state = "to run"
         elif result.get("status") == "failed":
             state = "failed: will re-run" if retry_failed else "failed: kept"
@@ -564,6 +634,8 @@ def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
                                    data_root=settings.data_root, download=settings.download)
             # Validate the plan before starting a cluster; the device is the cluster's answer.
             plan_runs(settings, "cpu")
+            if not dry_run:
+                check_writable(out)
             device = executor.connect(settings.device)
         else:
             if settings.address:
@@ -572,6 +644,9 @@ def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
         planned = plan_runs(settings, device)
         if not planned:
             raise _user_error("the sweep is empty")
+        # The done markers' stamps as read now: a run another process stores after this point is
+        # recognised by the executor and taken as it is, not trained again.
+        done_before = {run.spec.run_id: done_stamp(out, run.spec) for run in planned}
         results = {run.spec.run_id: stored_result(out, run.spec) for run in planned}
         todo = [run for run in planned if not is_reusable(results[run.spec.run_id], settings.retry_failed)]
         name = planned[0].spec.name
@@ -580,7 +655,7 @@ def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
                   f"{len(planned) - len(todo)} already done, {len(todo)} to run")
         if dry_run:
             console = _console()
-            print_plan(console, planned, results, settings.retry_failed)
+            print_plan(console, planned, results, settings.retry_failed, out)
             console.print(header, highlight=False)
             return 0
         check_writable(out)
@@ -594,7 +669,7 @@ def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
             with _terminate_as_interrupt():
                 try:
                     with _Display(err_console, len(todo), labels) as display:
-                        executor.run([run.spec for run in todo], out, display)
+                        executor.run([run.spec for run in todo], out, display, done_before=done_before)
                 except KeyboardInterrupt:
                     interrupted = True
         results = {run.spec.run_id: stored_result(out, run.spec) for run in planned}
@@ -722,13 +797,14 @@ def run_one_command(
         import torch
 
         from nlbench.runner import run_one
-        from nlbench.store import check_writable, run_dir, write_run
+        from nlbench.store import check_writable, process_identity, run_dir, write_run
 
         if threads:
             torch.set_num_threads(threads)
         check_writable(out)
-        result = run_one(spec, data_root=data_root, download=download)
-        # Temporary files left by a writer that was killed mid-write: this process owns the run now.
+        result = {**run_one(spec, data_root=data_root, download=download), **process_identity()}  # who trained it
+        # Temporary files left by a writer that was killed mid-write: this process owns the run now
+        # (the sweep that started it holds the run's claim and handed it down).
         for stale in run_dir(out, spec).glob(".*.tmp"):
             stale.unlink(missing_ok=True)
         write_run(out, spec, result)
@@ -744,4 +820,6 @@ def app() -> typer.Typer:
 
 
 if __name__ == "__main__":
-    app()()
+    from nlbench.cli import run_app
+
+    run_app(app())

@@ -74,6 +74,8 @@ def test_hp_override_applies_to_the_strategies_that_declare_it(tmp_path):
         (["--hp", "lr"], "--hp expects KEY=VALUE"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--device", "cuda"], "no CUDA GPU is visible"),
+        (["--protocol", "mammoth"], "unknown protocol 'mammoth'; valid: der2020"),
+        (["--name", "../elsewhere"], "--name '../elsewhere' must be a relative directory name"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
@@ -98,3 +100,29 @@ def test_unwritable_results_directory_fails_before_training(tmp_path):
     blocker.write_text("")
     result = runner.invoke(app, ["run", "--strategy", "adam", "--device", "cpu", "--out", str(blocker / "results")])
     assert result.exit_code == 2 and "not writable" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--epochs", "abc"], "error: Invalid value for '--epochs': Input should be a valid integer"),
+        (["run", "--batch-size", "1.5"], "error: Invalid value for '--batch-size'"),
+        (["run", "--bogus"], "error: No such option: --bogus"),
+        (["sweep", "--config"], "error: Option '--config' requires an argument"),
+        (["sweep", "--config", "."], "error: Invalid value for '--config'"),  # a directory, not a file
+        (["frobnicate"], "error: No such command 'frobnicate'; see 'nlbench --help'"),
+    ],
+)
+def test_parser_errors_of_the_console_script_are_one_line(args, message):
+    """Click's own usage errors (bad option values, unknown options or commands), through the real
+    `nlbench` entry point: one line and exit code 2, instead of Click's usage box."""
+    out = subprocess.run(["nlbench", *args], capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(message) and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr and not out.stdout
+
+
+def test_console_script_keeps_help_and_exit_codes():
+    assert subprocess.run(["nlbench", "--help"], capture_output=True, text=True).returncode == 0
+    bare = subprocess.run(["nlbench"], capture_output=True, text=True)
+    assert bare.returncode == 2 and "Usage" in bare.stdout + bare.stderr  # no command: the help text

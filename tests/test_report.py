@@ -62,7 +62,8 @@ def built(tmp_path_factory, digits, one_thread):
     specs += [_spec("replay", 0, mem_size=50, lr=1e-3), _spec("replay", 0, mem_size=200, lr=3e-3)]  # L-shaped grid
     # A real divergence: an enormous EWC penalty with plain SGD blows the loss up in experience 1.
     specs.append(_spec("ewc", 0, ewc_lambda=1e9, optimizer="sgd", lr=1.0))
-    # A real failure: an evaluation batch size of 0 makes the DataLoader raise inside run_one.
+    # A real failure: an evaluation batch size of 0 makes the evaluation loader raise (a ValueError)
+    # inside run_one.
     specs.append(dataclasses.replace(_spec("adam", 5), eval_batch_size=0))
     dirs = {}
     for spec in specs:
@@ -181,7 +182,7 @@ def test_diverged_and_failed_runs_are_listed_but_never_aggregated(built):
     assert report.n_not_completed == 2
     failed = text.split("## Failed and diverged runs")[1].split("## Skipped")[0]
     assert "| diverged | training loss became NaN/inf" in failed
-    assert "| failed | ValueError: batch_size should be a positive integer" in failed
+    assert "| failed | ValueError: " in failed  # the loader's own words depend on the data path
     rows = _summary_rows(built["out"])
     assert not [r for r in rows if r["strategy"] == "ewc"]  # its only run diverged
     adam = _row(rows, "adam")
@@ -285,3 +286,54 @@ def test_command_line(built, tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "small" / "report.md").exists()
     assert "warning: skipping" in result.output and "result.json" in result.output
     assert "ACC" in result.output and "adam" in result.output
+
+
+def test_bad_stored_results_are_each_named_in_a_warning_and_never_counted(built, tmp_path):
+    """A truncated result.json, a spec.json without `done`, and a result of an older schema, beside one
+    good run, through `nlbench report`: three warnings naming the paths, n=1, exit code 0."""
+    adam0 = next(p.parent for p in built["root"].rglob("done")
+                 if json.loads((p.parent / "spec.json").read_text())["strategy"] == "adam"
+                 and json.loads((p.parent / "result.json").read_text())["status"] == "completed")
+    results = tmp_path / "results"
+    shutil.copytree(adam0, results / "good")
+    bad = {}
+    for name, seed in (("truncated", 7), ("unfinished", 8), ("old-schema", 9)):
+        bad[name] = results / name
+        shutil.copytree(adam0, bad[name])
+        spec = json.loads((bad[name] / "spec.json").read_text())
+        (bad[name] / "spec.json").write_text(json.dumps({**spec, "seed": seed}))  # a distinct run if it were counted
+    text = (bad["truncated"] / "result.json").read_text()
+    (bad["truncated"] / "result.json").write_text(text[: len(text) // 3])
+    (bad["unfinished"] / "done").unlink()
+    (bad["unfinished"] / "result.json").unlink()
+    old = json.loads((bad["old-schema"] / "result.json").read_text())
+    (bad["old-schema"] / "result.json").write_text(json.dumps({**old, "schema": 0}))
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    app.command("report")(report_command)
+    result = CliRunner().invoke(app, ["report", str(results), "--out", str(tmp_path / "report")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: skipping")]
+    assert len(warned) == 3, result.stderr
+    assert any(str(bad["truncated"] / "result.json") in w and "truncated" in w for w in warned)
+    assert any(str(bad["unfinished"]) in w and "no 'done' marker" in w for w in warned)
+    assert any(str(bad["old-schema"] / "result.json") in w and "schema 0; this nlbench reads schema 1" in w for w in warned)
+    (row,) = _summary_rows(tmp_path / "report")
+    good_seed = json.loads((adam0 / "spec.json").read_text())["seed"]
+    assert (row["strategy"], row["n"], row["seeds"]) == ("adam", "1", str(good_seed))
+    with open(tmp_path / "report" / "tables" / "skipped_runs.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+
+
+def test_unwritable_report_directory_fails_before_drawing(built, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="not writable"):
+        build_report(built["root"], blocker / "report")
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    app.command("report")(report_command)
+    result = CliRunner().invoke(app, ["report", str(built["root"]), "--out", str(blocker / "report")])
+    assert result.exit_code == 2 and "not writable" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -104,3 +105,78 @@ def test_sigint_during_write_run_is_held_until_the_run_is_stored(tmp_path):
         store.atomic_write_text = real_write
     assert calls == ["spec.json", "result.json", "done"]
     assert finished_result(tmp_path, spec) is not None
+
+
+def test_a_result_of_another_schema_is_skipped_with_a_warning_naming_it(tmp_path):
+    good, old = (resolve_spec("split-digits", "adam", device="cpu", seed=s) for s in (0, 1))
+    write_run(tmp_path, good, _result())
+    path = write_run(tmp_path, old, _result()) / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema": 0}))
+    with pytest.raises(ValueError, match="has schema 0; this nlbench reads schema 1 only"):
+        read_run(path.parent)
+    with pytest.warns(UserWarning, match=f"skipping {path.parent}.*schema 0.*not counted"):
+        frame = load_results(tmp_path)
+    assert frame["run_id"].tolist() == [good.run_id]
+    assert finished_result(tmp_path, old) is None  # so a sweep runs it again, in the current schema
+
+
+_HOLD_CLAIM = """
+import json, sys, time
+from nlbench.spec import RunSpec
+from nlbench.store import claim_run
+claim = claim_run(sys.argv[1], RunSpec.from_dict(json.loads(sys.argv[2])))
+print("claimed" if claim else "busy", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_claim_excludes_other_processes_until_its_holder_dies(tmp_path):
+    """A real second process holds the claim; once it is SIGKILLed (no chance to clean up) the claim
+    is free again and the next claimer takes it over."""
+    import signal
+    import subprocess
+    import sys
+
+    from nlbench.store import claim_holder, claim_run
+
+    spec = resolve_spec("split-digits", "adam", device="cpu")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, str(tmp_path), spec.to_json()],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        assert claim_run(tmp_path, spec) is None
+        assert claim_holder(tmp_path, spec)["pid"] == holder.pid
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with claim_run(tmp_path, spec) as claim:  # the dead holder's claim file is still there, unlocked
+        assert claim is not None and claim_holder(tmp_path, spec)["pid"] == os.getpid()
+        write_run(tmp_path, spec, _result())
+    assert sorted(p.name for p in run_dir(tmp_path, spec).iterdir()) == ["done", "result.json", "spec.json"]
+
+
+def test_a_released_claim_that_wrote_nothing_leaves_nothing(tmp_path):
+    from nlbench.store import claim_run
+
+    spec = resolve_spec("split-digits", "adam", device="cpu")
+    first = claim_run(tmp_path, spec)
+    assert first is not None and claim_run(tmp_path, spec) is None  # held, even within one process
+    first.release()
+    assert not run_dir(tmp_path, spec).exists()
+    again = claim_run(tmp_path, spec)
+    assert again is not None
+    again.release()
+
+
+def test_live_claim_tells_a_held_claim_from_a_stale_one_without_touching_it(tmp_path):
+    from nlbench.store import CLAIM, claim_run, live_claim
+
+    spec = resolve_spec("split-digits", "adam", device="cpu")
+    assert live_claim(tmp_path, spec) is None and not run_dir(tmp_path, spec).exists()
+    claim = claim_run(tmp_path, spec)
+    assert live_claim(tmp_path, spec)["pid"] == os.getpid()
+    claim.release()
+    stale = run_dir(tmp_path, spec)
+    stale.mkdir(parents=True)
+    (stale / CLAIM).write_text('{"pid": 1, "host": "gone"}')  # what a SIGKILLed holder leaves: no lock
+    assert live_claim(tmp_path, spec) is None and (stale / CLAIM).exists()
