@@ -114,6 +114,10 @@ def run_command(
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
     download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
     force: Annotated[bool, typer.Option(help="Re-run even when a finished result with the same spec exists.")] = False,
+    data_path: Annotated[str, typer.Option(help="fast (device-resident tensors, the default) or avalanche (Avalanche's stock DataLoader).")] = "fast",
+    amp: Annotated[str, typer.Option(help="Mixed precision: none or bf16 (autocast; losses and metrics stay float32).")] = "none",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (worth it on a GPU).")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for image models.")] = False,
 ) -> None:
     """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table."""
     with user_errors():
@@ -141,6 +145,7 @@ def run_command(
             resolve_spec(
                 suite, n, device=resolved_device, seed=seed, scenario=scenario, backbone=backbone, head=head,
                 epochs=epochs, batch_size=batch_size, name=name, protocol=protocol,
+                data_path=data_path, amp=amp, compile=compile, channels_last=channels_last,
                 hparams={k: v for k, v in overrides.items() if k in declared[n]},
             )
             for n in names

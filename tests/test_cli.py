@@ -126,3 +126,13 @@ def test_console_script_keeps_help_and_exit_codes():
     assert subprocess.run(["nlbench", "--help"], capture_output=True, text=True).returncode == 0
     bare = subprocess.run(["nlbench"], capture_output=True, text=True)
     assert bare.returncode == 2 and "Usage" in bare.stdout + bare.stderr  # no command: the help text
+
+
+def test_speed_options_reach_the_spec(tmp_path):
+    args = ["run", "--strategy", "adam", "--device", "cpu", "--epochs", "1", "--amp", "bf16", "--channels-last",
+            "--data-path", "avalanche", "--out", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    spec = json.loads(next(tmp_path.rglob("spec.json")).read_text())
+    assert (spec["amp"], spec["channels_last"], spec["data_path"], spec["compile"]) == ("bf16", True, "avalanche", False)
+    bad = runner.invoke(app, ["run", "--amp", "fp8", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "--amp 'fp8' is not valid; valid: none, bf16" in bad.stderr
