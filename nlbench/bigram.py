@@ -73,8 +73,8 @@ def regime_permutations(vocab_size: int, overlap: float, generator: torch.Genera
     if vocab_size - keep == 1:
         keep -= 1
     order = torch.randperm(vocab_size, generator=generator)
-    fixed, moved = order[:keep], order[keep:]
-    sigma = torch.arange(vocab_size)  # pi_B(i) = pi_A(sigma(i)); sigma(i) == i exactly on `fixed`
+    moved = order[keep:]  # order[:keep] are the tokens on which the regimes agree
+    sigma = torch.arange(vocab_size)  # pi_B(i) = pi_A(sigma(i)); sigma(i) == i exactly off `moved`
     if len(moved):
         sigma[moved] = moved[_derangement(len(moved), generator)]
     return torch.stack([pi_a, pi_a[sigma]])

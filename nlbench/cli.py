@@ -122,7 +122,7 @@ def run_command(
     """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table."""
     with user_errors():
         from nlbench.errors import UserError
-        from nlbench.registry import declared_hparams, strategies
+        from nlbench.registry import declared_hparams
         from nlbench.runner import resolve_device
         from nlbench.spec import resolve_spec
         from nlbench.store import check_run_name, check_writable

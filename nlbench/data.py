@@ -15,7 +15,6 @@ import os
 import pickle
 import stat
 import tarfile
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, VisionD
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from nlbench.errors import DataUnavailable, UserError
+from nlbench.store import atomic_write_bytes
 
 DEFAULT_DATA_ROOT: Path = Path("~/.cache/nlbench/data").expanduser()
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -311,7 +311,7 @@ def _unpack_missing(spec: _Spec, root: Path, sources: list[Path]) -> None:
     missing = set(_missing_files(spec, root))
     for source, name in zip(sources, spec.files):
         if root / spec.folder / name in missing:
-            _atomic_write(root / spec.folder / name, _gunzipped(source))
+            atomic_write_bytes(root / spec.folder / name, _gunzipped(source))
 
 
 def _gunzipped(source: Path) -> bytes:
@@ -320,19 +320,6 @@ def _gunzipped(source: Path) -> bytes:
     except (OSError, EOFError, zlib.error) as exc:
         raise DataUnavailable(f"cannot unpack {source}: {exc}; reinstall dataset-fashion-mnist.") from None
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _try_download(spec: _Spec, root: Path, train: bool) -> str:

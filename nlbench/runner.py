@@ -21,7 +21,6 @@ import subprocess
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
