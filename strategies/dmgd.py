@@ -250,6 +250,29 @@ class _GlobalStepMixin:
         self.state[_GLOBAL_STEP_KEY] = s
         return s
 
+    def _matrix_grads(self, to_adam: Callable[[Tensor, dict], bool] = lambda p, group: p.ndim < 2):
+        """Advance the global step, then yield (p, grad, state, group) for every parameter with a
+        gradient that takes this optimizer's matrix update; the others (`to_adam`) get the Adam
+        fallback here."""
+        self._advance_global_step()
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = _grad_of(p)
+                if g is None:
+                    continue
+                state = self.state[p]
+                if to_adam(p, group):
+                    _adam_fallback(p, g, state, group)
+                    continue
+                yield p, g, state, group
+
+
+def _closure_loss(closure: Optional[Callable[[], float]]) -> Optional[float]:
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
 
 def _adam_fallback(p: Tensor, g: Tensor, state: dict, group: dict) -> None:
     if "exp_avg" not in state:
@@ -383,50 +406,38 @@ class DeepMomentumGD(_GlobalStepMixin, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._advance_global_step()
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = _grad_of(p)
-                if g is None:
-                    continue
-                state = self.state[p]
-                if p.ndim < 2:
-                    _adam_fallback(p, g, state, group)
-                    continue
-                if "B" not in state:
-                    self._init_state(p, state, group)
-                state["step"] += 1
-                U = _as_matrix(g)
-                B, Wa, Wb = state["B"], state.get("Wa"), state.get("Wb")
-                V = None
-                if group["objective"] == "l2":
-                    if group["precond"] == "adam":
-                        b2 = group["precond_beta2"]
-                        state["sq"].mul_(b2).addcmul_(U, U, value=1.0 - b2)
-                    V = value_target(U, group["precond"], state.get("sq"), state["step"],
-                                     group["precond_beta2"])
-                gB, gWa, gWb = memory_grads(B, Wa, Wb, U, group["objective"], V)
-                if gWa is not None and group["mlp_reduction"] == "mean":
-                    # Deviation from spec 7.2 (one zeta for all of phi): each entry of B sees one
-                    # row's term, but Wa and Wb are shared by all d_out rows, so their curvature
-                    # grows with d_out. With O(1) values (precond adam/ns) and zeta = 0.1 the literal
-                    # step diverged to NaN within 20 steps on a 100-128-128-10 MLP; the row mean is
-                    # stable. B, and hence the reductions P7.1-P7.3, are unaffected.
-                    gWa = gWa / U.shape[0]
-                    gWb = gWb / U.shape[0]
-                grads = (gB, gWa, gWb)
-                dmgd_inner_step_([B, Wa, Wb], list(grads), group["alpha"], group["zeta"])
-                out, _ = memory_forward(B, Wa, Wb, U)
-                lr = group["lr"]
-                if group["sigma_out"] == "ns":
-                    out = newton_schulz5(out) * muon_scale(*out.shape)
-                if group["weight_decay"] != 0.0:
-                    p.mul_(1.0 - lr * group["weight_decay"])
-                p.add_(out.reshape(p.shape), alpha=lr)
+        loss = _closure_loss(closure)
+        for p, g, state, group in self._matrix_grads():
+            if "B" not in state:
+                self._init_state(p, state, group)
+            state["step"] += 1
+            U = _as_matrix(g)
+            B, Wa, Wb = state["B"], state.get("Wa"), state.get("Wb")
+            V = None
+            if group["objective"] == "l2":
+                if group["precond"] == "adam":
+                    b2 = group["precond_beta2"]
+                    state["sq"].mul_(b2).addcmul_(U, U, value=1.0 - b2)
+                V = value_target(U, group["precond"], state.get("sq"), state["step"],
+                                 group["precond_beta2"])
+            gB, gWa, gWb = memory_grads(B, Wa, Wb, U, group["objective"], V)
+            if gWa is not None and group["mlp_reduction"] == "mean":
+                # Deviation from spec 7.2 (one zeta for all of phi): each entry of B sees one
+                # row's term, but Wa and Wb are shared by all d_out rows, so their curvature
+                # grows with d_out. With O(1) values (precond adam/ns) and zeta = 0.1 the literal
+                # step diverged to NaN within 20 steps on a 100-128-128-10 MLP; the row mean is
+                # stable. B, and hence the reductions P7.1-P7.3, are unaffected.
+                gWa = gWa / U.shape[0]
+                gWb = gWb / U.shape[0]
+            grads = (gB, gWa, gWb)
+            dmgd_inner_step_([B, Wa, Wb], list(grads), group["alpha"], group["zeta"])
+            out, _ = memory_forward(B, Wa, Wb, U)
+            lr = group["lr"]
+            if group["sigma_out"] == "ns":
+                out = newton_schulz5(out) * muon_scale(*out.shape)
+            if group["weight_decay"] != 0.0:
+                p.mul_(1.0 - lr * group["weight_decay"])
+            p.add_(out.reshape(p.shape), alpha=lr)
         return loss
 
 
@@ -471,30 +482,18 @@ class DeltaMomentum(_GlobalStepMixin, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._advance_global_step()
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = _grad_of(p)
-                if g is None:
-                    continue
-                state = self.state[p]
-                if p.ndim < 2:
-                    _adam_fallback(p, g, state, group)
-                    continue
-                if "M" not in state:
-                    state["step"] = 0
-                    state["M"] = torch.zeros_like(_as_matrix(p), memory_format=torch.contiguous_format)
-                state["step"] += 1
-                M = delta_momentum_update(state["M"], _as_matrix(g), group["alpha"], group["lr"],
-                                          group["zeta_p"])
-                state["M"].copy_(M)
-                if group["weight_decay"] != 0.0:
-                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
-                p.add_(M.reshape(p.shape))
+        loss = _closure_loss(closure)
+        for p, g, state, group in self._matrix_grads():
+            if "M" not in state:
+                state["step"] = 0
+                state["M"] = torch.zeros_like(_as_matrix(p), memory_format=torch.contiguous_format)
+            state["step"] += 1
+            M = delta_momentum_update(state["M"], _as_matrix(g), group["alpha"], group["lr"],
+                                      group["zeta_p"])
+            state["M"].copy_(M)
+            if group["weight_decay"] != 0.0:
+                p.mul_(1.0 - group["lr"] * group["weight_decay"])
+            p.add_(M.reshape(p.shape))
         return loss
 
 
@@ -548,34 +547,22 @@ class Muon(_GlobalStepMixin, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._advance_global_step()
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = _grad_of(p)
-                if g is None:
-                    continue
-                state = self.state[p]
-                if p.ndim < 2 or not group["use_muon"]:
-                    _adam_fallback(p, g, state, group)
-                    continue
-                U = _as_matrix(g)
-                if "momentum_buffer" not in state:
-                    state["step"] = 0
-                    state["momentum_buffer"] = torch.zeros_like(U, memory_format=torch.contiguous_format)
-                state["step"] += 1
-                buf = state["momentum_buffer"]
-                mu = group["momentum"]
-                buf.mul_(mu).add_(U)
-                X = U.add(buf, alpha=mu) if group["nesterov"] else buf
-                O = newton_schulz5(X, steps=group["ns_steps"])
-                lr = group["lr"]
-                if group["weight_decay"] != 0.0:
-                    p.mul_(1.0 - lr * group["weight_decay"])
-                p.add_(O.reshape(p.shape), alpha=-lr * muon_scale(*U.shape))
+        loss = _closure_loss(closure)
+        for p, g, state, group in self._matrix_grads(lambda p, group: p.ndim < 2 or not group["use_muon"]):
+            U = _as_matrix(g)
+            if "momentum_buffer" not in state:
+                state["step"] = 0
+                state["momentum_buffer"] = torch.zeros_like(U, memory_format=torch.contiguous_format)
+            state["step"] += 1
+            buf = state["momentum_buffer"]
+            mu = group["momentum"]
+            buf.mul_(mu).add_(U)
+            X = U.add(buf, alpha=mu) if group["nesterov"] else buf
+            O = newton_schulz5(X, steps=group["ns_steps"])
+            lr = group["lr"]
+            if group["weight_decay"] != 0.0:
+                p.mul_(1.0 - lr * group["weight_decay"])
+            p.add_(O.reshape(p.shape), alpha=-lr * muon_scale(*U.shape))
         return loss
 
 

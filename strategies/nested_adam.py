@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .dmgd import (_GlobalStepMixin, _adam_fallback, _as_matrix, _check_betas, _check_nonneg,
+from .dmgd import (_GlobalStepMixin, _as_matrix, _check_betas, _check_nonneg, _closure_loss,
                    _check_unit, _grad_of, _validate_adam_fallback, newton_schulz5)
 
 __all__ = [
@@ -174,10 +174,7 @@ class NestedAdam(_GlobalStepMixin, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         s = self._advance_global_step()
         for group in self.param_groups:
             b1, b2 = group["betas"]
@@ -291,25 +288,12 @@ class M3(_GlobalStepMixin, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        s = self._advance_global_step()
-        for group in self.param_groups:
+        loss = _closure_loss(closure)
+        for p, g, state, group in self._matrix_grads():
             b1, b2, b3 = group["betas"]
-            for p in group["params"]:
-                g = _grad_of(p)
-                if g is None:
-                    continue
-                state = self.state[p]
-                if p.ndim < 2:
-                    _adam_fallback(p, g, state, group)
-                    continue
-                m3_update_(p, g, state, global_step=s, lr=group["lr"], beta1=b1, beta2=b2, beta3=b3,
-                           alpha=group["alpha"], eps=group["eps"], slow_period=group["slow_period"],
-                           decay=group["decay"], ns_steps=group["ns_steps"],
-                           weight_decay=group["weight_decay"])
+            m3_update_(p, g, state, global_step=self.global_step, lr=group["lr"], beta1=b1, beta2=b2, beta3=b3,
+                       alpha=group["alpha"], eps=group["eps"], slow_period=group["slow_period"],
+                       decay=group["decay"], ns_steps=group["ns_steps"], weight_decay=group["weight_decay"])
         return loss
 
 
