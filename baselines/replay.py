@@ -7,7 +7,11 @@ account for it when comparing time or learning rates).
 
 from __future__ import annotations
 
+import torch
+from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import ReplayPlugin
+
+from nlbench.fastpath import ReplayBatches, TensorBatches
 
 from nlbench.registry import HParam, Parts, register_strategy
 
@@ -21,10 +25,38 @@ class BufferedReplay(ReplayPlugin):
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
 
+class DeviceReplay(SupervisedPlugin):
+    """Replay for the fast data path: the buffer is device tensors, batches are concatenated on the device.
+
+    Same policy as Avalanche's default for ReplayPlugin (an experience-balanced buffer): after each
+    experience, every past experience keeps mem_size // (experiences seen) of its samples, the newest
+    a random subset of that size; each training minibatch is joined by a memory minibatch of the
+    same size.
+    """
+
+    def __init__(self, mem_size: int):
+        super().__init__()
+        self.mem_size = mem_size
+        self.groups: list[tuple[torch.Tensor, ...]] = []  # one (x, y, t) per past experience
+
+    def before_training_exp(self, strategy, **kwargs):
+        if self.groups and isinstance(strategy.dataloader, TensorBatches):
+            memory = tuple(torch.cat(column) for column in zip(*self.groups))
+            strategy.dataloader = ReplayBatches(strategy.dataloader, memory)
+
+    def after_training_exp(self, strategy, **kwargs):
+        current = strategy._device_tensors()
+        keep = self.mem_size // (len(self.groups) + 1)
+        self.groups = [tuple(t[:keep] for t in group) for group in self.groups]  # groups are stored shuffled
+        pick = torch.randperm(len(current[0]))[:keep].to(current[0].device)
+        self.groups.append(tuple(t.index_select(0, pick) for t in current))
+
+
 @register_strategy(
     "replay",
     description="experience replay with a rehearsal buffer (Avalanche ReplayPlugin)",
     hparams=(HParam("mem_size", 200, "int", "buffer size in samples", low=1, high=10_000_000),),
 )
 def build(ctx, hp):
-    return Parts(plugins=[BufferedReplay(mem_size=hp["mem_size"])])
+    fast = ctx.spec.data_path == "fast" and ctx.suite.kind == "image"
+    return Parts(plugins=[DeviceReplay(hp["mem_size"]) if fast else BufferedReplay(mem_size=hp["mem_size"])])

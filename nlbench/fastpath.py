@@ -75,6 +75,40 @@ class TensorBatches:
             yield batch
 
 
+class ReplayBatches:
+    """Each minibatch of `current` concatenated with a minibatch of the same size from `memory`.
+
+    The device-tensor form of Avalanche's ReplayDataLoader: memory minibatches walk a fresh
+    permutation of the memory and start a new one when it runs out; both halves get the same
+    augmentation.
+    """
+
+    def __init__(self, current: TensorBatches, memory: tuple[Tensor, ...]):
+        self.current = current
+        self.memory = memory
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    def __iter__(self) -> Iterator[list[Tensor]]:
+        size, device = len(self.memory[0]), self.memory[0].device
+        order, cursor = torch.randperm(size).to(device), 0
+        for batch in self.current:
+            want = len(batch[0])
+            take = []
+            while want > 0:
+                if cursor == size:
+                    order, cursor = torch.randperm(size).to(device), 0
+                step = min(want, size - cursor)
+                take.append(order[cursor : cursor + step])
+                cursor, want = cursor + step, want - step
+            index = torch.cat(take)
+            replayed = [t.index_select(0, index) for t in self.memory]
+            if self.current.augment is not None:
+                replayed[0] = self.current.augment(replayed[0])
+            yield [torch.cat(pair) for pair in zip(batch, replayed)]
+
+
 def random_crop_flip(x: Tensor, padding: int = 4) -> Tensor:
     """Batched random crop (zero padding `padding`) and horizontal flip of (B, C, H, W) images.
 

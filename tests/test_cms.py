@@ -311,7 +311,7 @@ def test_cms_composes_with_replay_and_with_an_sgd_base(digits):
     strategy, _ = build_strategy(spec, digits, torch.device("cpu"))
     assert isinstance(strategy.model, CMSMLP) and strategy.model.config.width == 100
     assert {type(b).__name__ for b in strategy.optimizer.bases} == {"SGD"}
-    assert "BufferedReplay" in {type(p).__name__ for p in strategy.plugins}
+    assert "DeviceReplay" in {type(p).__name__ for p in strategy.plugins}
     first = run_one(spec, benchmark=digits)
     again = run_one(spec, benchmark=digits)
     assert first["status"] == "completed", first["error"]

@@ -96,3 +96,34 @@ def test_the_runner_uses_the_fast_path_by_default_and_the_options_apply():
     bf16 = _run("adam", benchmark, backbone="cnn", channels_last=True, amp="bf16")
     assert bf16["status"] == "completed"
     assert abs(bf16["metrics"]["learning_acc"] - fp32["metrics"]["learning_acc"]) < 0.15
+
+
+def test_replay_on_the_fast_path_keeps_a_balanced_device_buffer():
+    import torch
+    from avalanche.core import SupervisedPlugin
+
+    from nlbench.fastpath import ReplayBatches
+    from nlbench.runner import build_strategy
+    from nlbench.spec import resolve_spec
+
+    class Look(SupervisedPlugin):
+        size = 0
+
+        def before_training_iteration(self, strategy, **kwargs):
+            self.loader, self.size = strategy.dataloader, max(self.size, len(strategy.mb_y))
+
+    benchmark = build_benchmark(get_suite("split-digits"), "class", 0, DEFAULT_DATA_ROOT)
+    spec = resolve_spec("split-digits", "replay", device="cpu", epochs=1, hparams={"mem_size": 90})
+    strategy, _ = build_strategy(spec, benchmark, torch.device("cpu"))
+    buffer = next(p for p in strategy.plugins if type(p).__name__ == "DeviceReplay")
+    look = Look()
+    strategy.plugins.append(look)
+    for experience in benchmark.train_stream[:3]:
+        strategy.train(experience)
+    assert [len(g[0]) for g in buffer.groups] == [30, 30, 30]  # 90 // 3 per experience seen
+    assert [sorted(set(g[1].tolist())) for g in buffer.groups] == [[0, 1], [2, 3], [4, 5]]
+    assert isinstance(look.loader, ReplayBatches)
+    assert look.size == 2 * 32  # each batch of 32 is joined by 32 replayed samples
+    result = _run("replay", benchmark)
+    adam = _run("adam", benchmark)
+    assert result["metrics"]["acc"] > adam["metrics"]["acc"] + 0.2

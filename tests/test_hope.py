@@ -223,7 +223,7 @@ def test_hope_vit_learns_split_digits_with_replay():
     strategy, _ = build_strategy(spec, benchmark, torch.device("cpu"))
     assert isinstance(strategy.model, HopeViT) and strategy.model.config.d_model == 32
     assert isinstance(strategy.optimizer, ClockedOptimizer) and strategy.optimizer.periods == [1, 8, 64]
-    assert "BufferedReplay" in {type(p).__name__ for p in strategy.plugins}
+    assert "DeviceReplay" in {type(p).__name__ for p in strategy.plugins}
     result = run_one(spec, benchmark=benchmark)
     assert result["status"] == "completed", result["error"]
     matrix = torch.tensor(result["accuracy_matrix"])

@@ -116,4 +116,4 @@ def test_composite_strategy_combines_plugins(digits):
     spec, result = _run("ewc+replay", digits, epochs=1)
     assert result["status"] == "completed", result["error"]
     strategy, _ = build_strategy(spec, digits, torch.device("cpu"))
-    assert {"EWCPlugin", "BufferedReplay"} <= {type(p).__name__ for p in strategy.plugins}
+    assert {"EWCPlugin", "DeviceReplay"} <= {type(p).__name__ for p in strategy.plugins}
