@@ -19,6 +19,26 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train faster on one intra-op thread than on two that mostly wait for each other,
+    by ~10x on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """split-digits, class-incremental. Its stream does not depend on the seed (not permuted), so one
+    benchmark serves every test and every seed."""
+    from nlbench.data import DEFAULT_DATA_ROOT
+    from nlbench.suites import build_benchmark, get_suite
+
+    return build_benchmark(get_suite("split-digits"), "class", seed=0, data_root=DEFAULT_DATA_ROOT)
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No download attempts: the machine has no network, and the tests must not depend on one."""

@@ -30,13 +30,7 @@ from nlbench.spec import resolve_spec
 from nlbench.strategies.cms import ClockedOptimizer, wire_clocks
 from nlbench.suites import SUITES, build_benchmark, get_suite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

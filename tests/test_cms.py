@@ -26,19 +26,7 @@ from nlbench.strategies.cms import (
 )
 from nlbench.suites import build_benchmark, get_suite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster than two, and much faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_benchmark(get_suite("split-digits"), "class", seed=0, data_root=DEFAULT_DATA_ROOT)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(seed=0, hidden=(16, 16), d_in=12, n_classes=5):

@@ -26,13 +26,7 @@ from nlbench.strategies.hope import (
 )
 from nlbench.suites import build_benchmark, get_suite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unit(*shape, generator):

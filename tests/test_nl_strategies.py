@@ -6,18 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlbench.data import DEFAULT_DATA_ROOT
 from nlbench.registry import declared_hparams, strategies
 from nlbench.runner import build_strategy, run_one
 from nlbench.spec import resolve_spec
-from nlbench.suites import build_benchmark, get_suite
 
 NL_OPTIMIZERS = ["deep-l2gd", "deep-l2gd-ema", "nl-memory", "dmgd", "delta-momentum", "muon", "nested-adam"]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_benchmark(get_suite("split-digits"), "class", seed=0, data_root=DEFAULT_DATA_ROOT)
 
 
 def test_nl_optimizers_are_registered_with_sweepable_hyperparameters():

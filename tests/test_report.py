@@ -18,41 +18,22 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from nlbench.data import DEFAULT_DATA_ROOT
 from nlbench.errors import UserError
 from nlbench.report import build_report, compare_published, find_sweeps, report_command, t_critical
 from nlbench.runner import run_one
 from nlbench.spec import resolve_spec
 from nlbench.store import write_run
-from nlbench.suites import build_benchmark, get_suite
 
 EPOCHS = 1
 T_975_DF2 = 4.302652729749462  # Student t, two-sided 95%, 2 degrees of freedom (t table: 4.303)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    # split-digits is not permuted: the stream does not depend on the seed, so one benchmark serves all seeds.
-    return build_benchmark(get_suite("split-digits"), "class", 0, DEFAULT_DATA_ROOT)
-
-
 def _spec(strategy, seed=0, **hparams):
     return resolve_spec("split-digits", strategy, device="cpu", seed=seed, epochs=EPOCHS, hparams=hparams)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    # These runs are tiny (an MLP on 8x8 digits): one intra-op thread is ~10x faster than two on a
-    # shared 2-core machine, where the threads mostly wait for each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,6 @@ from nlbench.suites import build_benchmark, get_suite
 BASELINES = ["adam", "sgd", "ewc", "replay", "lwf", "si", "agem", "der", "cumulative"]
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return build_benchmark(get_suite("split-digits"), "class", seed=0, data_root=DEFAULT_DATA_ROOT)
-
-
 def _run(strategy, benchmark, **kwargs):
     spec = resolve_spec("split-digits", strategy, device="cpu", **kwargs)
     return spec, run_one(spec, benchmark=benchmark)
