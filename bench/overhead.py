@@ -73,7 +73,7 @@ def workload(name: str, device: torch.device):
             source = "random Fashion-MNIST-shaped tensors"
         if bm is not None:
             experience = bm.train_stream[0]
-            x, y = experience.nlbench_tensors[:2] if hasattr(experience, "nlbench_tensors") else _tensors(experience)
+            x, y = experience.nlbench_tensors[:2]
             return spec, x, y, source
         x, y = torch.randn(12_000, 1, 28, 28), torch.randint(0, 2, (12_000,))
         return spec, x, y, source
@@ -82,16 +82,6 @@ def workload(name: str, device: torch.device):
         x, y = torch.randn(2_000, 3, 32, 32), torch.randint(0, 2, (2_000,))
         return spec, x, y, "random CIFAR-shaped tensors (no CIFAR files here)"
     raise SystemExit(f"unknown workload {name!r}; valid: mlp, resnet")
-
-
-def _tensors(experience):
-    from torch.utils.data import DataLoader
-
-    xs, ys = [], []
-    for batch in DataLoader(experience.dataset.eval(), batch_size=4096):
-        xs.append(batch[0])
-        ys.append(batch[1])
-    return torch.cat(xs), torch.cat(ys)
 
 
 def single_experience_benchmark(x, y):
