@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
+import pytest
 import torch
 
 from nlbench.data import DEFAULT_DATA_ROOT
@@ -127,3 +131,19 @@ def test_replay_on_the_fast_path_keeps_a_balanced_device_buffer():
     result = _run("replay", benchmark)
     adam = _run("adam", benchmark)
     assert result["metrics"]["acc"] > adam["metrics"]["acc"] + 0.2
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile's CPU backend needs a C compiler")
+def test_compile_builds_graphs_and_trains_the_same_stream(digits):
+    """`--compile` compiles the model in place (dynamo really captures graphs) and the run learns the
+    stream as the eager one does; on this MLP the matrices agree to float rounding."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = _run("adam", digits, epochs=1, compile=True)
+    assert counters["stats"]["unique_graphs"] > 0
+    eager = _run("adam", digits, epochs=1)
+    assert compiled["status"] == "completed"
+    assert np.allclose(compiled["accuracy_matrix"], eager["accuracy_matrix"], atol=0.02)
