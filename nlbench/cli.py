@@ -119,7 +119,11 @@ def run_command(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (worth it on a GPU).")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for image models.")] = False,
 ) -> None:
-    """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table."""
+    """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table.
+
+    Exit code 0 when every run completed or diverged (divergence is a result), 1 when a run failed
+    (its error is stored and printed), 2 on bad input.
+    """
     with user_errors():
         from nlbench.errors import UserError
         from nlbench.registry import declared_hparams
@@ -151,7 +155,9 @@ def run_command(
             for n in names
         ]
         check_writable(out)
-        _run_specs(specs, out, data_root, download, force)
+        failed = _run_specs(specs, out, data_root, download, force)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _runnable_strategies(suite: str, scenario: Optional[str]) -> list[str]:
@@ -167,7 +173,8 @@ def _runnable_strategies(suite: str, scenario: Optional[str]) -> list[str]:
     ]
 
 
-def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool, force: bool) -> None:
+def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool, force: bool) -> bool:
+    """Run (or reuse) every spec, print the table; True when a run failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nlbench.data import resolve_data_root
@@ -219,6 +226,7 @@ def _run_specs(specs: list, out: Path, data_root: Optional[Path], download: bool
         for spec, result, _ in results:
             if result["status"] != "completed":
                 console.print(f"[red]{spec.strategy}: {result['status']}[/red] {str(result['error']).splitlines()[0]}")
+    return any(r["status"] == "failed" for _, r, _ in results)
 
 
 def _print_table(results: list, out: Path) -> None:

@@ -64,6 +64,11 @@ class SweepSettings:
     head: Optional[str] = None
     backbone: Optional[str] = None
     batch_size: Optional[int] = None
+    protocol: Optional[str] = None
+    data_path: Optional[str] = None
+    amp: Optional[str] = None
+    compile: bool = False
+    channels_last: bool = False
     device: str = "auto"
     executor: str = "local"
     jobs: Optional[int] = None
@@ -77,7 +82,7 @@ class SweepSettings:
     retry_failed: bool = True
 
 
-_STR_KEYS = ("suite", "name", "scenario", "head", "backbone", "device", "executor", "address")
+_STR_KEYS = ("suite", "name", "scenario", "head", "backbone", "protocol", "data_path", "amp", "device", "executor", "address")
 _INT_KEYS = ("epochs", "batch_size", "jobs", "runs_per_gpu", "retries")
 CONFIG_KEYS = tuple(f.name for f in fields(SweepSettings))
 
@@ -233,7 +238,7 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise _user_error(f"'cpus_per_run' must be a number, got {value!r}")
             value = float(value)
-        elif key in ("download", "retry_failed"):
+        elif key in ("download", "retry_failed", "compile", "channels_last"):
             if not isinstance(value, bool):
                 raise _user_error(f"{key!r} must be true or false, got {value!r}")
         elif key in ("out", "data_root"):
@@ -334,7 +339,9 @@ def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
             spec = resolve_spec(
                 settings.suite, name, device=device, seed=seed, scenario=settings.scenario,
                 backbone=settings.backbone, head=settings.head, epochs=settings.epochs,
-                batch_size=settings.batch_size, hparams=point, name=settings.name,
+                batch_size=settings.batch_size, hparams=point, name=settings.name, protocol=settings.protocol,
+                **{key: value for key in ("data_path", "amp") if (value := getattr(settings, key)) is not None},
+                compile=settings.compile, channels_last=settings.channels_last,
             )
             planned.setdefault(spec.run_id, PlannedRun(spec, tuple(point.items())))
     return list(planned.values())
@@ -709,6 +716,13 @@ def sweep_command(
     head: Annotated[Optional[str], typer.Option(help="Task scenario head: mask or multi.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Backbone model; default: the suite's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training minibatch size; default: the suite's.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(
+        help="Published protocol preset (e.g. der2020) pinning backbone, epochs, batch and hyperparameters.")] = None,
+    data_path: Annotated[Optional[str], typer.Option(
+        help="fast (device-resident tensors) or avalanche (Avalanche's stock DataLoader); default: fast.")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: none or bf16; default: none.")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile each run's model.")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last", help="Channels-last memory format for image models.")] = None,
     device: Annotated[Optional[str], typer.Option(
         help="auto, cpu or cuda; default: auto (cuda when GPUs are visible, or when the Ray cluster has GPUs).")] = None,
     executor: Annotated[Optional[str], typer.Option(
@@ -747,7 +761,8 @@ def sweep_command(
         cli_values = {
             "suite": suite, "strategy": strategy, "grid": parse_grid_options(grid or []) or None, "seeds": seeds,
             "name": name, "epochs": epochs, "scenario": scenario, "head": head, "backbone": backbone,
-            "batch_size": batch_size, "device": device, "executor": executor, "jobs": jobs,
+            "batch_size": batch_size, "protocol": protocol, "data_path": data_path, "amp": amp, "compile": compile,
+            "channels_last": channels_last, "device": device, "executor": executor, "jobs": jobs,
             "runs_per_gpu": runs_per_gpu, "cpus_per_run": cpus_per_run, "address": address, "retries": retries,
             "out": out, "data_root": data_root, "download": download, "retry_failed": retry_failed,
         }

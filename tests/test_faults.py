@@ -167,6 +167,20 @@ def test_out_of_memory_in_a_run_is_failed_with_the_reason_and_the_sweep_goes_on(
     assert "can't allocate memory" in done.stdout + done.stderr  # the summary names the reason
 
 
+def test_a_failed_run_makes_nlbench_run_exit_1_and_the_others_are_stored(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_OOM_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+           "NLBENCH_OFFLINE": "1"}
+    out = tmp_path / "results"
+    done = subprocess.run(["nlbench", "run", "--strategy", "test-oom,sgd", "--epochs", "1", "--device", "cpu",
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "test-oom: failed" in done.stderr and "can't allocate memory" in done.stderr
+    assert dict(zip(*load_results(out)[["strategy", "status"]].T.values)) == {"test-oom": "failed", "sgd": "completed"}
+
+
 @pytest.mark.gpu
 def test_cuda_out_of_memory_in_a_run_is_failed_with_the_reason_and_the_sweep_goes_on(tmp_path):
     done, records = _sweep_with_an_oom_run(tmp_path, "cuda")

@@ -452,3 +452,23 @@ def test_gpu_runs_are_packed_and_pinned(tmp_path):
     frame = load_results(tmp_path)
     assert len(frame) == 4 and set(frame["device"]) == {"cuda"}
     assert f"{2 * torch.cuda.device_count()} job(s)" in result.output
+
+
+def test_run_options_flow_from_the_command_line_and_the_file_into_every_spec(tmp_path):
+    """The options `nlbench run` takes for speed and for published protocols reach every spec of a
+    sweep, from the command line or from a sweep file; they are part of each run's identity."""
+    settings = build_settings({}, {"strategy": "adam,replay", "amp": "bf16", "compile": True, "channels_last": True,
+                                   "data_path": "avalanche", "seeds": "0,1"})
+    planned = plan_runs(settings, "cpu")
+    assert len(planned) == 4
+    assert {(r.spec.amp, r.spec.compile, r.spec.channels_last, r.spec.data_path) for r in planned} == {
+        ("bf16", True, True, "avalanche")}
+    plain = plan_runs(build_settings({}, {"strategy": "adam,replay", "seeds": "0,1"}), "cpu")
+    assert not {r.spec.run_id for r in planned} & {r.spec.run_id for r in plain}
+
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text("suite: split-cifar10\nstrategy: der\nprotocol: der2020\namp: bf16\n")
+    (run,) = plan_runs(build_settings(load_config(sweep_file), {}), "cpu")
+    assert (run.spec.protocol, run.spec.backbone, run.spec.epochs, run.spec.amp) == ("der2020", "resnet18", 50, "bf16")
+    with pytest.raises(UserError, match="compile"):
+        build_settings({"compile": "yes"}, {})
