@@ -21,7 +21,7 @@ from avalanche.models import avalanche_forward
 from avalanche.training.plugins import AGEMPlugin
 from torch import Tensor
 
-from nlbench.fastpath import Autocast
+from nlbench.fastpath import Autocast, host_to_device
 from nlbench.registry import HParam, Parts, register_strategy
 
 
@@ -134,7 +134,7 @@ class DeviceAGEM(SupervisedPlugin):
         current = strategy._device_tensors()
         n = len(current[0])
         if n > self.patterns_per_exp:  # otherwise Avalanche keeps the experience whole, in order
-            pick = torch.randperm(n)[: self.patterns_per_exp].to(current[0].device)
+            pick = host_to_device(torch.randperm(n)[: self.patterns_per_exp], current[0].device)
             current = tuple(t.index_select(0, pick) for t in current)
         self.groups.append(current)
         self.cursors = [0] * len(self.groups)

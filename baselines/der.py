@@ -20,7 +20,7 @@ import torch
 from avalanche.training import DER
 from torch import Tensor
 
-from nlbench.fastpath import Augment, Autocast
+from nlbench.fastpath import Augment, Autocast, host_to_device
 from nlbench.registry import HParam, Parts, register_strategy
 
 
@@ -54,7 +54,7 @@ class DeviceLogitBuffer:
 
     def update(self, x: Tensor, y: Tensor, t: Tensor, logits_of: Callable[[Tensor], Tensor]) -> None:
         """Offer one experience's samples (device tensors); `logits_of` maps inputs to stored logits."""
-        weight = torch.rand(len(y)).to(y.device)  # global CPU generator: seeded runs draw alike on any device
+        weight = host_to_device(torch.rand(len(y)), y.device)  # global CPU generator: seeded runs draw alike on any device
         present = torch.unique(y).tolist()  # one host sync per experience
         classes = sorted(set(self.groups) | set(present))
         plans: dict[int, tuple[Tensor, Tensor]] = {}  # class -> (indices of new samples kept, old rows kept)
@@ -82,7 +82,7 @@ class DeviceLogitBuffer:
         """
         x, y, t, logits = (torch.cat([g[name] for g in self.groups.values()]) for name in self.COLUMNS[:4])
         while True:
-            order = torch.randperm(len(y)).to(y.device)
+            order = host_to_device(torch.randperm(len(y)), y.device)
             for start in range(0, len(y) - batch_size + 1, batch_size):
                 index = order[start : start + batch_size]
                 batch_x = x.index_select(0, index)

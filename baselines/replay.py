@@ -11,7 +11,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import ReplayPlugin
 
-from nlbench.fastpath import ReplayBatches, TensorBatches
+from nlbench.fastpath import ReplayBatches, TensorBatches, host_to_device
 
 from nlbench.registry import HParam, Parts, register_strategy
 
@@ -48,7 +48,7 @@ class DeviceReplay(SupervisedPlugin):
         current = strategy._device_tensors()
         keep = self.mem_size // (len(self.groups) + 1)
         self.groups = [tuple(t[:keep] for t in group) for group in self.groups]  # groups are stored shuffled
-        pick = torch.randperm(len(current[0]))[:keep].to(current[0].device)
+        pick = host_to_device(torch.randperm(len(current[0]))[:keep], current[0].device)
         self.groups.append(tuple(t.index_select(0, pick) for t in current))
 
 

@@ -47,6 +47,20 @@ def materialise(dataset: Any, batch_size: int = 2048) -> tuple[Tensor, ...]:
     return tensors
 
 
+def host_to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A small CPU tensor (indices, random draws) on `device`, without making the host wait.
+
+    A blocking host-to-device copy synchronises the CUDA stream: done once per minibatch it would
+    drain the GPU's queue of kernels every step and leave the GPU idle while Python launches the next
+    step. Through pinned memory the copy is queued like a kernel (the caching host allocator keeps the
+    pinned block until the copy has run). Draws stay on torch's CPU generator, so a seeded run draws
+    the same numbers on every device.
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class TensorBatches:
     """Minibatches of device tensors, drawn by one index permutation per pass.
 
@@ -66,7 +80,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[list[Tensor]]:
         n = len(self.tensors[0])
         device = self.tensors[0].device
-        order = (torch.randperm(n) if self.shuffle else torch.arange(n)).to(device, non_blocking=True)
+        order = host_to_device(torch.randperm(n) if self.shuffle else torch.arange(n), device)
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
             batch = [t.index_select(0, index) for t in self.tensors]
@@ -92,13 +106,13 @@ class ReplayBatches:
 
     def __iter__(self) -> Iterator[list[Tensor]]:
         size, device = len(self.memory[0]), self.memory[0].device
-        order, cursor = torch.randperm(size).to(device), 0
+        order, cursor = host_to_device(torch.randperm(size), device), 0
         for batch in self.current:
             want = len(batch[0])
             take = []
             while want > 0:
                 if cursor == size:
-                    order, cursor = torch.randperm(size).to(device), 0
+                    order, cursor = host_to_device(torch.randperm(size), device), 0
                 step = min(want, size - cursor)
                 take.append(order[cursor : cursor + step])
                 cursor, want = cursor + step, want - step
@@ -117,9 +131,11 @@ def random_crop_flip(x: Tensor, padding: int = 4) -> Tensor:
     """
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,)).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,)).to(x.device)
-    flip = (torch.rand(b) < 0.5).to(x.device)
+    dy = torch.randint(0, 2 * padding + 1, (b,))
+    dx = torch.randint(0, 2 * padding + 1, (b,))
+    flip = torch.rand(b) < 0.5
+    dy, dx, flip = host_to_device(torch.stack([dy, dx, flip.long()]), x.device)  # one queued copy per batch
+    flip = flip.bool()
     rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
