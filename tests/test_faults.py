@@ -138,14 +138,20 @@ def build(ctx, hp):
 '''
 
 
-def _sweep_with_an_oom_run(tmp_path: Path, device: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """A real sweep (driver and runs in subprocesses) of `test-oom` and `sgd`. The test-only strategy is
-    registered by a sitecustomize module on the subprocesses' PYTHONPATH, never in this process."""
+def _env_with_the_oom_strategy(tmp_path: Path) -> dict[str, str]:
+    """Subprocess environment in which the test-only strategy `test-oom` is registered, by a
+    sitecustomize module on PYTHONPATH; it is never registered in this process."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_OOM_PLUGIN)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
            "NLBENCH_OFFLINE": "1"}
+    return env
+
+
+def _sweep_with_an_oom_run(tmp_path: Path, device: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """A real sweep (driver and runs in subprocesses) of `test-oom` and `sgd`."""
+    env = _env_with_the_oom_strategy(tmp_path)
     out = tmp_path / "results"
     done = subprocess.run(["nlbench", "sweep", "--strategy", "test-oom,sgd", "--epochs", "1", "--jobs", "2",
                            "--device", device, "--out", str(out), "--name", "oom"],
@@ -168,11 +174,7 @@ def test_out_of_memory_in_a_run_is_failed_with_the_reason_and_the_sweep_goes_on(
 
 
 def test_a_failed_run_makes_nlbench_run_exit_1_and_the_others_are_stored(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_OOM_PLUGIN)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-           "NLBENCH_OFFLINE": "1"}
+    env = _env_with_the_oom_strategy(tmp_path)
     out = tmp_path / "results"
     done = subprocess.run(["nlbench", "run", "--strategy", "test-oom,sgd", "--epochs", "1", "--device", "cpu",
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
