@@ -21,7 +21,7 @@ from avalanche.models import avalanche_forward
 from avalanche.training.plugins import AGEMPlugin
 from torch import Tensor
 
-from nlbench.fastpath import Autocast, host_to_device
+from nlbench.fastpath import autocast_like, random_rows
 from nlbench.registry import HParam, Parts, register_strategy
 
 
@@ -101,12 +101,8 @@ class DeviceAGEM(SupervisedPlugin):
         augment = getattr(strategy, "fast_augment", None)
         if augment is not None:
             x = augment(x)
-        if isinstance(strategy, Autocast):  # the reference must see the same numerics as the training forward
-            with torch.autocast(device_type=strategy.device.type, dtype=torch.bfloat16):
-                out = avalanche_forward(strategy.model, x, t)
-            out = out.float()
-        else:
-            out = avalanche_forward(strategy.model, x, t)
+        with autocast_like(strategy):  # the reference must see the same numerics as the training forward
+            out = avalanche_forward(strategy.model, x, t).float()
         strategy._criterion(out, y).backward()
         self.reference_gradients = _flat_grads(strategy.model)
         strategy.optimizer.zero_grad()
@@ -134,8 +130,7 @@ class DeviceAGEM(SupervisedPlugin):
         current = strategy._device_tensors()
         n = len(current[0])
         if n > self.patterns_per_exp:  # otherwise Avalanche keeps the experience whole, in order
-            pick = host_to_device(torch.randperm(n)[: self.patterns_per_exp], current[0].device)
-            current = tuple(t.index_select(0, pick) for t in current)
+            current = random_rows(current, self.patterns_per_exp)
         self.groups.append(current)
         self.cursors = [0] * len(self.groups)
 
@@ -149,7 +144,6 @@ class DeviceAGEM(SupervisedPlugin):
     ),
 )
 def build(ctx, hp):
-    fast = ctx.spec.data_path == "fast" and ctx.suite.kind == "image"
-    if fast:
+    if ctx.fast_path:
         return Parts(plugins=[DeviceAGEM(hp["patterns_per_exp"], hp["sample_size"])])
     return Parts(plugins=[AGEMPlugin(patterns_per_experience=hp["patterns_per_exp"], sample_size=hp["sample_size"])])

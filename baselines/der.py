@@ -20,7 +20,7 @@ import torch
 from avalanche.training import DER
 from torch import Tensor
 
-from nlbench.fastpath import Augment, Autocast, host_to_device
+from nlbench.fastpath import Augment, TensorBatches, autocast_like, host_to_device
 from nlbench.registry import HParam, Parts, register_strategy
 
 
@@ -80,13 +80,10 @@ class DeviceLogitBuffer:
 
         Buffered inputs are augmented like current ones: Avalanche's buffer holds the train-mode dataset.
         """
-        x, y, t, logits = (torch.cat([g[name] for g in self.groups.values()]) for name in self.COLUMNS[:4])
-        while True:
-            order = host_to_device(torch.randperm(len(y)), y.device)
-            for start in range(0, len(y) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                batch_x = x.index_select(0, index)
-                yield (augment(batch_x) if augment else batch_x), y[index], t[index], logits[index]
+        columns = tuple(torch.cat([g[name] for g in self.groups.values()]) for name in self.COLUMNS[:4])
+        passes = TensorBatches(columns, batch_size, shuffle=True, augment=augment, drop_last=True)
+        while True:  # each pass draws a fresh permutation
+            yield from passes
 
 
 class DeviceDER(DER):
@@ -118,7 +115,7 @@ class DeviceDER(DER):
         self.model.eval()
         chunks = []
         for start in range(0, len(x), self.eval_mb_size):
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=isinstance(self, Autocast)):
+            with autocast_like(self):
                 chunks.append(self.model(x[start : start + self.eval_mb_size]).float())
         self.model.train(was_training)
         return torch.cat(chunks)
@@ -135,6 +132,5 @@ class DeviceDER(DER):
     scenarios=("class", "domain"),
 )
 def build(ctx, hp):
-    fast = ctx.spec.data_path == "fast" and ctx.suite.kind == "image"
-    return Parts(template=DeviceDER if fast else DER,
+    return Parts(template=DeviceDER if ctx.fast_path else DER,
                  template_kwargs={"mem_size": hp["mem_size"], "alpha": hp["der_alpha"], "beta": hp["der_beta"]})

@@ -11,7 +11,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import ReplayPlugin
 
-from nlbench.fastpath import ReplayBatches, TensorBatches, host_to_device
+from nlbench.fastpath import ReplayBatches, TensorBatches, random_rows
 
 from nlbench.registry import HParam, Parts, register_strategy
 
@@ -48,8 +48,7 @@ class DeviceReplay(SupervisedPlugin):
         current = strategy._device_tensors()
         keep = self.mem_size // (len(self.groups) + 1)
         self.groups = [tuple(t[:keep] for t in group) for group in self.groups]  # groups are stored shuffled
-        pick = host_to_device(torch.randperm(len(current[0]))[:keep], current[0].device)
-        self.groups.append(tuple(t.index_select(0, pick) for t in current))
+        self.groups.append(random_rows(current, keep))
 
 
 @register_strategy(
@@ -58,5 +57,4 @@ class DeviceReplay(SupervisedPlugin):
     hparams=(HParam("mem_size", 200, "int", "buffer size in samples", low=1, high=10_000_000),),
 )
 def build(ctx, hp):
-    fast = ctx.spec.data_path == "fast" and ctx.suite.kind == "image"
-    return Parts(plugins=[DeviceReplay(hp["mem_size"]) if fast else BufferedReplay(mem_size=hp["mem_size"])])
+    return Parts(plugins=[DeviceReplay(hp["mem_size"]) if ctx.fast_path else BufferedReplay(mem_size=hp["mem_size"])])

@@ -68,25 +68,36 @@ class TensorBatches:
     draws the same order on every device.
     """
 
-    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, shuffle: bool, augment: Augment | None = None):
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, shuffle: bool, augment: Augment | None = None,
+                 drop_last: bool = False):
         self.tensors = tensors
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
+        self.drop_last = drop_last
 
     def __len__(self) -> int:
-        return -(-len(self.tensors[0]) // self.batch_size)
+        n = len(self.tensors[0])
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[list[Tensor]]:
         n = len(self.tensors[0])
         device = self.tensors[0].device
         order = host_to_device(torch.randperm(n) if self.shuffle else torch.arange(n), device)
-        for start in range(0, n, self.batch_size):
+        stop = n - self.batch_size + 1 if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
             index = order[start : start + self.batch_size]
             batch = [t.index_select(0, index) for t in self.tensors]
             if self.augment is not None:
                 batch[0] = self.augment(batch[0])
             yield batch
+
+
+def random_rows(tensors: tuple[Tensor, ...], k: int) -> tuple[Tensor, ...]:
+    """The same k random rows of every tensor, drawn without replacement (all rows, shuffled, when
+    k >= their number), on the tensors' device."""
+    pick = host_to_device(torch.randperm(len(tensors[0]))[:k], tensors[0].device)
+    return tuple(t.index_select(0, pick) for t in tensors)
 
 
 class ReplayBatches:
@@ -189,6 +200,12 @@ class Autocast:
     the CL plugins' penalties and the metrics are computed in full precision."""
 
     def forward(self) -> Tensor:
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+        with autocast_like(self):
             output = super().forward()
         return output.float()
+
+
+def autocast_like(strategy: Any) -> torch.autocast:
+    """The autocast context of `strategy`'s own forward (bf16 with the Autocast mixin, else off), for
+    plugins that run the model themselves (A-GEM's reference gradient, DER's stored logits)."""
+    return torch.autocast(device_type=strategy.device.type, dtype=torch.bfloat16, enabled=isinstance(strategy, Autocast))

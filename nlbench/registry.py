@@ -120,6 +120,12 @@ class BuildContext:
     model: Any  # torch.nn.Module, already on the device
     device: Any  # torch.device
 
+    @property
+    def fast_path(self) -> bool:
+        """Whether the run takes the fast data path (device-resident tensors, nlbench.fastpath): image
+        suites unless `--data-path avalanche`. Rehearsal memories then live on the device too."""
+        return self.spec.data_path == "fast" and self.suite.kind == "image"
+
 
 @dataclass
 class Parts:

@@ -200,7 +200,7 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
     if spec.compile:
         model.compile()  # in place: parameters, hooks and the optimizer's references stay the same
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
-    mixins = ((FastDataPath,) if spec.data_path == "fast" and image else ()) + ((Autocast,) if spec.amp == "bf16" else ())
+    mixins = ((FastDataPath,) if ctx.fast_path else ()) + ((Autocast,) if spec.amp == "bf16" else ())
     template = _template_class(mixins, parts.template or SupervisedTemplate)
     criterion, seam = torch.nn.CrossEntropyLoss(), []
     if benchmark.suite.kind == "sequence":  # (B, L, V) logits: token-level loss and next-token accuracy

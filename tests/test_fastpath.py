@@ -23,6 +23,9 @@ def test_tensor_batches_cover_every_sample_once_per_pass():
     assert all(torch.equal(b[0].squeeze(1).long(), b[1]) for b in batches)  # rows stay aligned
     ordered = torch.cat([b[1] for b in TensorBatches((x, y), 10, shuffle=False)])
     assert torch.equal(ordered, y)
+    full = list(TensorBatches((x, y), 10, shuffle=True, drop_last=True))
+    assert len(full) == 10 == len(TensorBatches((x, y), 10, True, drop_last=True))
+    assert all(len(b[1]) == 10 for b in full) and len(set(torch.cat([b[1] for b in full]).tolist())) == 100
 
 
 def test_shuffle_follows_the_global_seed():
