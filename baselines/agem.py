@@ -21,8 +21,8 @@ from avalanche.models import avalanche_forward
 from avalanche.training.plugins import AGEMPlugin
 from torch import Tensor
 
-from nlbench.fastpath import autocast_like, random_rows
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.data.fastpath import autocast_like, random_rows
+from nlbench.core.registry import HParam, Parts, register_strategy
 
 
 def _agem_alpha(g: Tensor, g_ref: Tensor) -> Tensor:

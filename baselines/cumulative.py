@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from avalanche.training import Cumulative
 
-from nlbench.registry import Parts, register_strategy
+from nlbench.core.registry import Parts, register_strategy
 
 
 @register_strategy("cumulative", description="train on all data seen so far (upper bound; Avalanche Cumulative)")

@@ -20,8 +20,8 @@ import torch
 from avalanche.training import DER
 from torch import Tensor
 
-from nlbench.fastpath import Augment, TensorBatches, autocast_like, host_to_device
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.data.fastpath import Augment, TensorBatches, autocast_like, host_to_device
+from nlbench.core.registry import HParam, Parts, register_strategy
 
 
 def group_lengths(max_size: int, n_groups: int) -> list[int]:

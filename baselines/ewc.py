@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from avalanche.training.plugins import EWCPlugin
 
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.core.registry import HParam, Parts, register_strategy
 
 
 @register_strategy(

@@ -11,9 +11,9 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import ReplayPlugin
 
-from nlbench.fastpath import ReplayBatches, TensorBatches, random_rows
+from nlbench.data.fastpath import ReplayBatches, TensorBatches, random_rows
 
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.core.registry import HParam, Parts, register_strategy
 
 
 class BufferedReplay(ReplayPlugin):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from nlbench.registry import HParam, Parts, register_strategy, trainable
+from nlbench.core.registry import HParam, Parts, register_strategy, trainable
 
 
 @register_strategy(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from avalanche.core import SupervisedPlugin
 
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.core.registry import HParam, Parts, register_strategy
 
 
 class SynapticIntelligence(SupervisedPlugin):

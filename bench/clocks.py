@@ -25,7 +25,7 @@ import time
 import torch
 from torch import nn
 
-from nlbench.bigram import SequenceCrossEntropy, make_synth_bigrams
+from nlbench.data.bigram import SequenceCrossEntropy, make_synth_bigrams
 from nlbench.models import MLP, MLPConfig
 from nlbench.models.transformer import TinyTransformer, TransformerConfig
 from nlbench.strategies.cms import ClockedOptimizer, wire_clocks

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nlbench.models import build_backbone  # noqa: E402
+from nlbench.core.backbones import build_backbone  # noqa: E402
 from nlbench.strategies.deep_l2gd import DeepL2GD, DeepL2GDEMA  # noqa: E402
 from nlbench.strategies.dmgd import DeepMomentumGD, DeltaMomentum, Muon  # noqa: E402
 from nlbench.strategies.nested_adam import NestedAdam  # noqa: E402

@@ -35,10 +35,11 @@ from avalanche.evaluation.metrics import accuracy_metrics  # noqa: E402
 from avalanche.training import Naive  # noqa: E402
 from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
 
-from nlbench.models import build_backbone  # noqa: E402
-from nlbench.runner import build_strategy  # noqa: E402
-from nlbench.spec import resolve_spec  # noqa: E402
-from nlbench.suites import build_benchmark, get_suite  # noqa: E402
+from nlbench.core.backbones import build_backbone  # noqa: E402
+from nlbench.core.runner import build_strategy  # noqa: E402
+from nlbench.core.spec import resolve_spec  # noqa: E402
+from nlbench.data.streams import build_benchmark  # noqa: E402
+from nlbench.data.suites import get_suite
 
 
 def sync(device: torch.device) -> None:
@@ -64,7 +65,7 @@ def workload(name: str, device: torch.device):
     if name == "mlp":
         spec = resolve_spec("split-fmnist", "adam", device=str(device), epochs=1)
         try:
-            from nlbench.data import DEFAULT_DATA_ROOT
+            from nlbench.data.readers import DEFAULT_DATA_ROOT
 
             bm = build_benchmark(get_suite("split-fmnist"), "class", 0, DEFAULT_DATA_ROOT, download=False)
             source = "real Fashion-MNIST, experience 0"
@@ -101,7 +102,7 @@ def measure(name: str, device: torch.device, repeats: int) -> None:
     bm = single_experience_benchmark(x, y)
 
     # nlbench: the runner's own strategy assembly, on a benchmark whose experience carries its tensors.
-    from nlbench.suites import Benchmark
+    from nlbench.data.suites import Benchmark
 
     experience = bm.train_stream[0]
     experience.nlbench_tensors = (x, y, torch.zeros_like(y))

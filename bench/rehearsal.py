@@ -19,10 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nlbench.data import resolve_data_root  # noqa: E402
-from nlbench.runner import run_one  # noqa: E402
-from nlbench.spec import resolve_spec  # noqa: E402
-from nlbench.suites import build_benchmark, get_suite  # noqa: E402
+from nlbench.data.readers import resolve_data_root  # noqa: E402
+from nlbench.core.runner import run_one  # noqa: E402
+from nlbench.core.spec import resolve_spec  # noqa: E402
+from nlbench.data.streams import build_benchmark  # noqa: E402
+from nlbench.data.suites import get_suite
 
 STRATEGIES = ("replay", "der", "agem")
 PATHS = ("fast", "avalanche")

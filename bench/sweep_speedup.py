@@ -34,14 +34,14 @@ def _sweep(out: Path, runs: int, epochs: int, extra: list[str]) -> tuple[float, 
     """Run one sweep in a fresh process; return its wall time and the CPU time of the sweep and all its
     subprocesses (s), after checking that every run completed."""
     seeds = max(1, runs // 2)
-    command = [sys.executable, "-m", "nlbench.sweep", "sweep", "--strategy", "sgd", "--grid", "lr=0.02,0.05",
+    command = [sys.executable, "-m", "nlbench.cli", "sweep", "--strategy", "sgd", "--grid", "lr=0.02,0.05",
                "--seeds", f"0-{seeds - 1}", "--epochs", str(epochs), "--out", str(out), "--name", "bench", *extra]
     cpu_before, started = _cpu_seconds(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_before
     if done.returncode != 0:
         sys.exit(f"sweep failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
-    from nlbench.store import load_results
+    from nlbench.core.store import load_results
 
     frame = load_results(out)
     if len(frame) != 2 * seeds or set(frame["status"]) != {"completed"}:

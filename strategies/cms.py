@@ -42,7 +42,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.core.registry import HParam, Parts, register_strategy
 
 __all__ = [
     "DEFAULT_PERIODS",

@@ -957,8 +957,8 @@ class DeepL2GDEMA(DeepL2GD):
 # --------------------------------------------------------------------------------------------------
 # Strategy registration
 
-from nlbench.registry import HParam, register_strategy  # noqa: E402
-from nlbench.registry import Parts as _Parts  # noqa: E402
+from nlbench.core.registry import HParam, register_strategy  # noqa: E402
+from nlbench.core.registry import Parts as _Parts  # noqa: E402
 
 _DEEP_L2GD_HPARAMS = (
     HParam("lr", 1e-3, "float", "base learning rate", low=0.0, high=10.0),

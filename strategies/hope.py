@@ -59,8 +59,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlbench.errors import UserError
-from nlbench.models.transformer import sequence_length
-from nlbench.registry import HParam, Parts, register_strategy
+from nlbench.core.backbones import sequence_length
+from nlbench.core.registry import HParam, Parts, register_strategy
 from nlbench.strategies.cms import (
     CLOCK_HPARAMS,
     CMSSequential,

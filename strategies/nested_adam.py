@@ -300,7 +300,7 @@ class M3(_GlobalStepMixin, Optimizer):
 # --------------------------------------------------------------------------------------------------
 # Strategy registration
 
-from nlbench.registry import HParam, Parts, register_strategy, trainable  # noqa: E402
+from nlbench.core.registry import HParam, Parts, register_strategy, trainable  # noqa: E402
 
 
 @register_strategy(

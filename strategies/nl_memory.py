@@ -505,7 +505,7 @@ class MultiTimescaleMemoryOpt(Optimizer):
 # --------------------------------------------------------------------------------------------------
 # Strategy registration
 
-from nlbench.registry import HParam, Parts, register_strategy, trainable  # noqa: E402
+from nlbench.core.registry import HParam, Parts, register_strategy, trainable  # noqa: E402
 
 
 @register_strategy(

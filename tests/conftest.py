@@ -33,8 +33,9 @@ def one_thread():
 def digits():
     """split-digits, class-incremental. Its stream does not depend on the seed (not permuted), so one
     benchmark serves every test and every seed."""
-    from nlbench.data import DEFAULT_DATA_ROOT
-    from nlbench.suites import build_benchmark, get_suite
+    from nlbench.data.readers import DEFAULT_DATA_ROOT
+    from nlbench.data.streams import build_benchmark
+    from nlbench.data.suites import get_suite
 
     return build_benchmark(get_suite("split-digits"), "class", seed=0, data_root=DEFAULT_DATA_ROOT)
 

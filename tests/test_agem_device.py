@@ -11,8 +11,8 @@ from nlbench.baselines.agem import DeviceAGEM, agem_project
 
 
 def _run(strategy, benchmark, **kwargs):
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
 
     return run_one(resolve_spec("split-digits", strategy, device="cpu", **kwargs), benchmark=benchmark)
 
@@ -94,8 +94,8 @@ def test_memory_batches_follow_avalanches_group_balanced_loader():
 def test_agem_on_the_fast_path_keeps_a_device_memory_and_projects(digits, one_thread):
     from avalanche.training.plugins import AGEMPlugin
 
-    from nlbench.runner import build_strategy, seed_everything
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import build_strategy, seed_everything
+    from nlbench.core.spec import resolve_spec
 
     spec = resolve_spec("split-digits", "agem", device="cpu", epochs=1, hparams={"patterns_per_exp": 30, "sample_size": 16})
     seed_everything(0)

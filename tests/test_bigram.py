@@ -13,7 +13,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from nlbench.bigram import (
+from nlbench.data.bigram import (
     FlattenSequenceOutputs,
     SequenceCrossEntropy,
     bayes_accuracy,
@@ -25,10 +25,11 @@ from nlbench.bigram import (
 )
 from nlbench.errors import UserError
 from nlbench.models.transformer import TinyTransformer, TransformerConfig
-from nlbench.runner import build_strategy, evaluate_row, run_one
-from nlbench.spec import resolve_spec
+from nlbench.core.runner import build_strategy, evaluate_row, run_one
+from nlbench.core.spec import resolve_spec
 from nlbench.strategies.cms import ClockedOptimizer, wire_clocks
-from nlbench.suites import SUITES, build_benchmark, get_suite
+from nlbench.data.streams import build_benchmark
+from nlbench.data.suites import SUITES, get_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -232,7 +233,7 @@ def test_real_run_on_bigram_shift(tmp_path):
 
 @pytest.mark.slow
 def test_real_run_on_split_fmnist(tmp_path):
-    from nlbench.data import DEFAULT_DATA_ROOT, load_arrays
+    from nlbench.data.readers import DEFAULT_DATA_ROOT, load_arrays
     from nlbench.errors import DataUnavailable
 
     try:

@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.data import DEFAULT_DATA_ROOT
+from nlbench.data.readers import DEFAULT_DATA_ROOT
 from nlbench.errors import UserError
-from nlbench.models import MLP, MLPConfig, ResNet18, ResNetConfig, build_backbone
+from nlbench.core.backbones import build_backbone
+from nlbench.models import MLP, MLPConfig, ResNet18, ResNetConfig
 from nlbench.models.transformer import TinyTransformer, TransformerConfig
-from nlbench.registry import resolve_hparams, strategies
-from nlbench.runner import build_strategy, run_one
-from nlbench.spec import resolve_spec
+from nlbench.core.registry import resolve_hparams, strategies
+from nlbench.core.runner import build_strategy, run_one
+from nlbench.core.spec import resolve_spec
 from nlbench.strategies.cms import (
     ClockedOptimizer,
     CMSMLP,
@@ -24,7 +25,8 @@ from nlbench.strategies.cms import (
     cms_variant,
     wire_clocks,
 )
-from nlbench.suites import build_benchmark, get_suite
+from nlbench.data.streams import build_benchmark
+from nlbench.data.suites import get_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""nlbench.data against real files read by the real torchvision readers (no mocks)."""
+"""nlbench.data.readers against real files read by the real torchvision readers (no mocks)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from datafiles import (
     write_mnist,
 )
 
-from nlbench import data
-from nlbench.data import DEBIAN_FMNIST_DIR, expected_files, load_arrays, resolve_data_root
+from nlbench.data import readers as data
+from nlbench.data.readers import DEBIAN_FMNIST_DIR, expected_files, load_arrays, resolve_data_root
 from nlbench.errors import DataUnavailable, UserError
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -320,7 +320,7 @@ def test_data_file_that_is_a_folder(tmp_path: Path) -> None:
 _LOAD_EACH = """
 import os, sys
 from pathlib import Path
-from nlbench.data import load_arrays
+from nlbench.data.readers import load_arrays
 from nlbench.errors import DataUnavailable
 pairs = list(zip(sys.argv[1::2], sys.argv[2::2]))
 try:

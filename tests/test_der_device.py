@@ -9,8 +9,8 @@ from nlbench.baselines.der import DeviceDER, DeviceLogitBuffer, group_lengths
 
 
 def _run(strategy, benchmark, **kwargs):
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
 
     return run_one(resolve_spec("split-digits", strategy, device="cpu", **kwargs), benchmark=benchmark)
 
@@ -65,8 +65,8 @@ def test_a_class_met_twice_keeps_a_uniform_sample_of_both_offers():
 def test_der_on_the_fast_path_keeps_device_logits_of_the_end_of_each_experience(digits):
     from avalanche.training.storage_policy import ClassBalancedBuffer
 
-    from nlbench.runner import build_strategy
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
 
     spec = resolve_spec("split-digits", "der", device="cpu", epochs=1, hparams={"mem_size": 50})
     strategy, _ = build_strategy(spec, digits, torch.device("cpu"))
@@ -88,8 +88,8 @@ def test_der_on_the_fast_path_keeps_device_logits_of_the_end_of_each_experience(
 def test_der_replays_from_the_device_buffer_and_learns(digits, one_thread):
     from avalanche.core import SupervisedPlugin
 
-    from nlbench.runner import build_strategy
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
 
     class Look(SupervisedPlugin):
         def __init__(self):
@@ -129,9 +129,10 @@ def test_der_on_cifar_files_replays_augmented_device_batches(tmp_path, offline, 
     ones."""
     from datafiles import write_cifar10
 
-    from nlbench.runner import build_strategy
-    from nlbench.spec import resolve_spec
-    from nlbench.suites import build_benchmark, get_suite
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
+    from nlbench.data.streams import build_benchmark
+    from nlbench.data.suites import get_suite
 
     write_cifar10(tmp_path, n_per_batch=40, seed=1)
     benchmark = build_benchmark(get_suite("split-cifar10"), "class", 0, tmp_path, download=False)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from nlbench.data import DEFAULT_DATA_ROOT
-from nlbench.fastpath import TensorBatches, materialise, random_crop_flip
-from nlbench.suites import build_benchmark, get_suite
+from nlbench.data.readers import DEFAULT_DATA_ROOT
+from nlbench.data.fastpath import TensorBatches, materialise, random_crop_flip
+from nlbench.data.streams import build_benchmark
+from nlbench.data.suites import get_suite
 
 
 def test_tensor_batches_cover_every_sample_once_per_pass():
@@ -61,8 +62,8 @@ def test_materialise_reads_an_avalanche_dataset_without_train_augmentation():
 
 
 def _run(strategy, benchmark, **kwargs):
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
 
     return run_one(resolve_spec("split-digits", strategy, device="cpu", **kwargs), benchmark=benchmark)
 
@@ -83,8 +84,8 @@ def test_the_runner_uses_the_fast_path_by_default_and_the_options_apply():
     import torch
     from avalanche.core import SupervisedPlugin
 
-    from nlbench.runner import build_strategy
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
 
     class Look(SupervisedPlugin):
         def after_forward(self, strategy, **kwargs):
@@ -109,9 +110,9 @@ def test_replay_on_the_fast_path_keeps_a_balanced_device_buffer():
     import torch
     from avalanche.core import SupervisedPlugin
 
-    from nlbench.fastpath import ReplayBatches
-    from nlbench.runner import build_strategy
-    from nlbench.spec import resolve_spec
+    from nlbench.data.fastpath import ReplayBatches
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
 
     class Look(SupervisedPlugin):
         size = 0

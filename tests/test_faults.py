@@ -29,9 +29,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from nlbench.errors import UserError
-from nlbench.registry import StrategyInfo, declared_hparams, strategies
-from nlbench.store import load_results
-from nlbench.sweep import CONFIG_KEYS, build_settings, load_config, plan_runs, sweep_command
+from nlbench.core.registry import StrategyInfo, declared_hparams, strategies
+from nlbench.core.store import load_results
+from nlbench.cli.sweep import sweep_command
+from nlbench.commands.sweep import CONFIG_KEYS, build_settings, load_config, plan_runs
 
 app = typer.Typer()
 app.callback()(lambda: None)
@@ -120,7 +121,7 @@ def test_random_sweep_file_structures_are_a_plan_or_a_user_error(config, grid, f
 # Out of memory inside a run
 
 _OOM_PLUGIN = '''
-from nlbench.registry import Parts, register_strategy
+from nlbench.core.registry import Parts, register_strategy
 
 
 @register_strategy("test-oom", description="test only: allocates past any memory at the first training step")
@@ -197,12 +198,13 @@ def test_the_cuda_out_of_memory_exception_is_recorded_as_failed_by_the_runner(mo
     training loop (a GPU is needed to make CUDA throw it itself: see the gpu test above)."""
     from avalanche.core import SupervisedPlugin
 
-    from nlbench import registry
-    from nlbench.data import DEFAULT_DATA_ROOT
-    from nlbench.registry import Parts
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
-    from nlbench.suites import build_benchmark, get_suite
+    from nlbench.core import registry
+    from nlbench.data.readers import DEFAULT_DATA_ROOT
+    from nlbench.core.registry import Parts
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
+    from nlbench.data.streams import build_benchmark
+    from nlbench.data.suites import get_suite
 
     class CudaOutOfMemory(SupervisedPlugin):
         def before_training_iteration(self, strategy, **kwargs):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlbench.fastpath import ReplayBatches, TensorBatches, host_to_device, random_crop_flip
+from nlbench.data.fastpath import ReplayBatches, TensorBatches, host_to_device, random_crop_flip
 
 pytestmark = pytest.mark.gpu
 
@@ -25,8 +25,8 @@ def no_host_sync():
 
 
 def _run(strategy, benchmark, **kwargs):
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
 
     return run_one(resolve_spec("split-digits", strategy, device="cuda", **kwargs), benchmark=benchmark)
 
@@ -58,8 +58,8 @@ def test_batches_augmentation_and_replay_never_wait_for_the_gpu(no_host_sync):
 def test_rehearsal_memories_live_on_the_gpu(digits):
     from nlbench.baselines.agem import DeviceAGEM
     from nlbench.baselines.replay import DeviceReplay
-    from nlbench.runner import build_strategy
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
 
     for name in ("replay", "agem", "der"):
         spec = resolve_spec("split-digits", name, device="cuda", epochs=1)
@@ -78,8 +78,8 @@ def test_rehearsal_memories_live_on_the_gpu(digits):
 def test_gpu_runs_learn_like_cpu_runs(strategy, digits):
     """Same draws on every device (torch's CPU generator), different kernels: the GPU run is
     deterministic on its own and lands within a few points of the CPU run."""
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
 
     gpu = _run(strategy, digits)
     assert gpu["status"] == "completed" and gpu["device"] == "cuda"
@@ -92,9 +92,10 @@ def test_gpu_options_run_der_on_cifar_files(tmp_path, offline):
     real format: the DER protocol's pieces, at a toy size."""
     from datafiles import write_cifar10
 
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
-    from nlbench.suites import build_benchmark, get_suite
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
+    from nlbench.data.streams import build_benchmark
+    from nlbench.data.suites import get_suite
 
     write_cifar10(tmp_path, n_per_batch=40, seed=1)
     benchmark = build_benchmark(get_suite("split-cifar10"), "class", 0, tmp_path, download=False)

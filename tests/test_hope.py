@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.bigram import build_bigram_benchmark
-from nlbench.data import DEFAULT_DATA_ROOT
-from nlbench.registry import strategies
-from nlbench.runner import build_strategy, run_one
-from nlbench.spec import resolve_spec
+from nlbench.data.bigram import build_bigram_benchmark
+from nlbench.data.readers import DEFAULT_DATA_ROOT
+from nlbench.core.registry import strategies
+from nlbench.core.runner import build_strategy, run_one
+from nlbench.core.spec import resolve_spec
 from nlbench.strategies.cms import ClockedOptimizer, wire_clocks
 from nlbench.strategies.hope import (
     HopeConfig,
@@ -24,7 +24,8 @@ from nlbench.strategies.hope import (
     delta_rule_write,
     hope_for_suite,
 )
-from nlbench.suites import build_benchmark, get_suite
+from nlbench.data.streams import build_benchmark
+from nlbench.data.suites import get_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

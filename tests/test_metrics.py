@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from nlbench.metrics import (
+from nlbench.core.metrics import (
     DEFINITIONS,
     average_incremental_accuracy,
     backward_transfer,

@@ -7,15 +7,14 @@ import torch
 import torch.nn as nn
 
 from nlbench.errors import UserError
+from nlbench.core.backbones import BACKBONES, build_backbone
 from nlbench.models import (
-    BACKBONES,
     MLP,
     MLPConfig,
     ResNet18,
     ResNetConfig,
     SmallCNN,
     SmallCNNConfig,
-    build_backbone,
 )
 
 B = 3

@@ -317,10 +317,11 @@ def test_guard_bounds_the_step_of_a_coordinate_silent_for_a_whole_window():
 
 
 def test_nested_adam_trains_a_real_stream_without_diverging():
-    from nlbench.data import DEFAULT_DATA_ROOT
-    from nlbench.runner import run_one
-    from nlbench.spec import resolve_spec
-    from nlbench.suites import build_benchmark, get_suite
+    from nlbench.data.readers import DEFAULT_DATA_ROOT
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
+    from nlbench.data.streams import build_benchmark
+    from nlbench.data.suites import get_suite
 
     benchmark = build_benchmark(get_suite("split-digits"), "class", 0, DEFAULT_DATA_ROOT)
     spec = resolve_spec("split-digits", "nested-adam", device="cpu", epochs=2)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlbench.registry import declared_hparams, strategies
-from nlbench.runner import build_strategy, run_one
-from nlbench.spec import resolve_spec
+from nlbench.core.registry import declared_hparams, strategies
+from nlbench.core.runner import build_strategy, run_one
+from nlbench.core.spec import resolve_spec
 
 NL_OPTIMIZERS = ["deep-l2gd", "deep-l2gd-ema", "nl-memory", "dmgd", "delta-momentum", "muon", "nested-adam"]
 

@@ -9,18 +9,16 @@ import pandas as pd
 import pytest
 
 from nlbench.errors import UserError
-from nlbench.protocols import (
+from nlbench.core.protocols import (
     DER2020,
     backbone_descriptor,
     get_protocol,
-    load_published,
-    map_published,
     method_matches,
-    protocol_matches,
     protocol_overrides,
     run_buffer_size,
 )
-from nlbench.spec import resolve_spec
+from nlbench.core.spec import resolve_spec
+from nlbench.commands.report.published import load_published, map_published, protocol_matches
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "published-baselines.csv"
 

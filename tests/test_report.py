@@ -3,7 +3,7 @@
 One module-scoped results tree (about 10 short runs) serves every test: adam and replay over seeds
 0-2, a small replay grid (mem_size x lr), a real diverged run, a real failed run, a corrupt copy of a
 run and an unfinished run directory. Every number checked here is recomputed by hand from the
-stored result.json files, without nlbench.metrics.
+stored result.json files, without nlbench.core.metrics.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from nlbench.errors import UserError
-from nlbench.report import build_report, compare_published, find_sweeps, report_command, t_critical
-from nlbench.runner import run_one
-from nlbench.spec import resolve_spec
-from nlbench.store import write_run
+from nlbench.cli.report import report_command
+from nlbench.commands.report import build_report, compare_published, find_sweeps, t_critical
+from nlbench.core.runner import run_one
+from nlbench.core.spec import resolve_spec
+from nlbench.core.store import write_run
 
 EPOCHS = 1
 T_975_DF2 = 4.302652729749462  # Student t, two-sided 95%, 2 degrees of freedom (t table: 4.303)
@@ -212,7 +213,7 @@ def test_sweep_prefers_periods_x_alpha_and_splits_on_a_third_hparam(built):
 
 
 def test_published_rows_are_joined_but_never_comparable_without_a_preset(built, tmp_path):
-    from nlbench.protocols import load_published
+    from nlbench.commands.report.published import load_published
 
     real = load_published()
     assert "split-digits" not in set(real["suite"])  # nothing to compare on this suite

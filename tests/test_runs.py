@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from nlbench import metrics
-from nlbench.data import DEFAULT_DATA_ROOT
-from nlbench.runner import build_strategy, run_one
-from nlbench.spec import resolve_spec
-from nlbench.suites import build_benchmark, get_suite
+from nlbench.core import metrics
+from nlbench.data.readers import DEFAULT_DATA_ROOT
+from nlbench.core.runner import build_strategy, run_one
+from nlbench.core.spec import resolve_spec
+from nlbench.data.streams import build_benchmark
+from nlbench.data.suites import get_suite
 
 BASELINES = ["adam", "sgd", "ewc", "replay", "lwf", "si", "agem", "der", "cumulative"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nlbench.errors import UserError
-from nlbench.registry import HParam, declared_hparams, resolve_hparams, strategies
-from nlbench.spec import RunSpec, resolve_spec
+from nlbench.core.registry import HParam, declared_hparams, resolve_hparams, strategies
+from nlbench.core.spec import RunSpec, resolve_spec
 
 BASELINES = {"adam", "sgd", "ewc", "replay", "lwf", "si", "agem", "der", "cumulative"}
 

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from nlbench.spec import resolve_spec
-from nlbench.store import atomic_write_text, finished_result, load_results, read_run, run_dir, write_run
+from nlbench.core.spec import resolve_spec
+from nlbench.io import atomic_write_text
+from nlbench.core.store import finished_result, load_results, read_run, run_dir, write_run
 
 
 def _result(status="completed", acc=0.5):
@@ -85,7 +86,7 @@ def test_sigint_during_write_run_is_held_until_the_run_is_stored(tmp_path):
     import os
     import signal
 
-    import nlbench.store as store
+    import nlbench.core.store as store
 
     spec = resolve_spec("split-digits", "adam", device="cpu")
     real_write = store.atomic_write_text
@@ -122,8 +123,8 @@ def test_a_result_of_another_schema_is_skipped_with_a_warning_naming_it(tmp_path
 
 _HOLD_CLAIM = """
 import json, sys, time
-from nlbench.spec import RunSpec
-from nlbench.store import claim_run
+from nlbench.core.spec import RunSpec
+from nlbench.core.store import claim_run
 claim = claim_run(sys.argv[1], RunSpec.from_dict(json.loads(sys.argv[2])))
 print("claimed" if claim else "busy", flush=True)
 time.sleep(120)
@@ -137,7 +138,7 @@ def test_a_claim_excludes_other_processes_until_its_holder_dies(tmp_path):
     import subprocess
     import sys
 
-    from nlbench.store import claim_holder, claim_run
+    from nlbench.core.store import claim_holder, claim_run
 
     spec = resolve_spec("split-digits", "adam", device="cpu")
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, str(tmp_path), spec.to_json()],
@@ -156,7 +157,7 @@ def test_a_claim_excludes_other_processes_until_its_holder_dies(tmp_path):
 
 
 def test_a_released_claim_that_wrote_nothing_leaves_nothing(tmp_path):
-    from nlbench.store import claim_run
+    from nlbench.core.store import claim_run
 
     spec = resolve_spec("split-digits", "adam", device="cpu")
     first = claim_run(tmp_path, spec)
@@ -169,7 +170,7 @@ def test_a_released_claim_that_wrote_nothing_leaves_nothing(tmp_path):
 
 
 def test_live_claim_tells_a_held_claim_from_a_stale_one_without_touching_it(tmp_path):
-    from nlbench.store import CLAIM, claim_run, live_claim
+    from nlbench.core.store import CLAIM, claim_run, live_claim
 
     spec = resolve_spec("split-digits", "adam", device="cpu")
     assert live_claim(tmp_path, spec) is None and not run_dir(tmp_path, spec).exists()

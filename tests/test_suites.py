@@ -7,9 +7,10 @@ import torch
 from datafiles import write_cifar10, write_cifar100, write_mnist
 
 from nlbench.errors import DataUnavailable, UserError
-from nlbench.runner import run_one
-from nlbench.spec import resolve_spec
-from nlbench.suites import SUITES, build_benchmark, get_suite
+from nlbench.core.runner import run_one
+from nlbench.core.spec import resolve_spec
+from nlbench.data.streams import build_benchmark
+from nlbench.data.suites import SUITES, get_suite
 
 
 @pytest.fixture(scope="module")

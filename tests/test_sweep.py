@@ -18,10 +18,10 @@ import typer
 from typer.testing import CliRunner
 
 from nlbench.errors import UserError
-from nlbench.executors import LocalExecutor, gpu_slots, plan_local, visible_gpu_ids
-from nlbench.registry import HParam, declared_hparams, strategies
-from nlbench.store import load_results
-from nlbench.sweep import (
+from nlbench.commands.sweep.executors import LocalExecutor, gpu_slots, plan_local, visible_gpu_ids
+from nlbench.core.registry import HParam, declared_hparams, strategies
+from nlbench.core.store import load_results
+from nlbench.commands.sweep import (
     build_settings,
     expand_grid,
     load_config,
@@ -29,9 +29,8 @@ from nlbench.sweep import (
     parse_grid_values,
     parse_seeds,
     plan_runs,
-    run_one_command,
-    sweep_command,
 )
+from nlbench.cli.sweep import run_one_command, sweep_command
 
 app = typer.Typer()
 app.command("sweep")(sweep_command)
@@ -236,7 +235,7 @@ def test_bad_sweep_files_exit_2(tmp_path):
 
 
 def test_the_plan_shows_runs_claimed_by_another_process(tmp_path):
-    from nlbench.store import claim_run
+    from nlbench.core.store import claim_run
 
     (run,) = plan_runs(build_settings({}, {"strategy": "sgd", "epochs": 1}), "cpu")
     with claim_run(tmp_path, run.spec):  # another holder, as far as the sweep can tell (its own lock)
@@ -281,7 +280,7 @@ def test_each_child_is_pinned_to_its_slot_with_bounded_threads(tmp_path):
     assert env["CUDA_VISIBLE_DEVICES"] == "7" and env["OMP_NUM_THREADS"] == "2"
     assert executor.child_env(None)["CUDA_VISIBLE_DEVICES"] == ""
     command = executor.command(tmp_path / "spec.json", tmp_path / "out")
-    assert command[:4] == [sys.executable, "-m", "nlbench.sweep", "run-one"]
+    assert command[:4] == [sys.executable, "-m", "nlbench.cli", "run-one"]
     assert ["--threads", "2"] == command[command.index("--threads"):command.index("--threads") + 2]
     assert "--watch-parent" in command and "--no-download" in command and "--data-root" in command
 
@@ -375,7 +374,7 @@ def _done_runs(out: Path) -> int:
 def test_sigkill_mid_run_leaves_no_partial_result_and_the_same_command_resumes(tmp_path):
     out = tmp_path / "results"
     args = _kill_sweep_args(out)
-    sweep = subprocess.Popen([sys.executable, "-m", "nlbench.sweep", "sweep", *args], start_new_session=True,
+    sweep = subprocess.Popen([sys.executable, "-m", "nlbench.cli", "sweep", *args], start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # One run finished, another in the middle of training: SIGKILL the whole process group.
@@ -404,7 +403,7 @@ def test_sigkill_mid_run_leaves_no_partial_result_and_the_same_command_resumes(t
 @pytest.mark.slow
 def test_ctrl_c_exits_130_keeps_finished_runs_and_stops_the_subprocesses(tmp_path):
     out = tmp_path / "results"
-    sweep = subprocess.Popen([sys.executable, "-m", "nlbench.sweep", "sweep", *_kill_sweep_args(out)],
+    sweep = subprocess.Popen([sys.executable, "-m", "nlbench.cli", "sweep", *_kill_sweep_args(out)],
                              start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_for(lambda: _done_runs(out) >= 1 and bool(_run_one_children(sweep.pid)))
@@ -424,7 +423,7 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_stops_the_subprocesses(tmp_pat
 def test_a_run_whose_process_dies_is_recorded_as_failed(tmp_path):
     """The out-of-memory killer's way: SIGKILL one run's process; the sweep records it and goes on."""
     out = tmp_path / "results"
-    command = [sys.executable, "-m", "nlbench.sweep", "sweep", "--strategy", "sgd", "--seeds", "0-2", "--epochs", "1",
+    command = [sys.executable, "-m", "nlbench.cli", "sweep", "--strategy", "sgd", "--seeds", "0-2", "--epochs", "1",
                "--jobs", "1", "--device", "cpu", "--out", str(out), "--name", "oom"]
     sweep = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from nlbench.store import load_results  # noqa: E402
-from nlbench.sweep import run_one_command, sweep_command  # noqa: E402
+from nlbench.core.store import load_results  # noqa: E402
+from nlbench.cli.sweep import run_one_command, sweep_command  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

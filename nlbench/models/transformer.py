@@ -21,13 +21,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlbench.errors import UserError
 
 FFN_KINDS = ("mlp", "cms")
 
@@ -142,22 +140,3 @@ class TinyTransformer(nn.Module):
         for block in self.blocks:
             h = block(h)  # (B, L, d)
         return self.classifier(self.ln_f(h))  # (B, L, V)
-
-
-def sequence_length(input_shape: tuple[int, ...], name: str) -> int:
-    if len(input_shape) != 1:
-        raise UserError(f"backbone {name!r} needs a token-sequence input_shape (L,), got {input_shape}")
-    return int(input_shape[0])
-
-
-def _transformer(input_shape: tuple[int, ...], n_classes: int, **kw: Any) -> nn.Module:
-    return TinyTransformer(TransformerConfig(vocab_size=n_classes, max_len=sequence_length(input_shape, "transformer"), **kw))
-
-
-# Entries in the format of nlbench.models._REGISTRY: name -> (description, builder, config class, derived).
-BACKBONE_ENTRIES: dict[str, tuple] = {
-    "transformer": (
-        "tiny causal Transformer LM (d=64, 4 heads, 2 layers), clocks Q/K/V=1, O=8, FFN=64 (NL §5.1)",
-        _transformer, TransformerConfig, frozenset({"vocab_size", "max_len"}),
-    ),
-}  # fmt: skip

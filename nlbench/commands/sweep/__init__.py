@@ -1,7 +1,7 @@
 """`nlbench sweep`: resumable grid sweeps over hyperparameters, seeds and strategies.
 
 A sweep is the Cartesian product of strategies x grid points x seeds, each point resolved into one
-`RunSpec` and handed to an executor (`nlbench.executors`: local subprocesses, or Ray tasks). Every run
+`RunSpec` and handed to an executor (`nlbench.commands.sweep.executors`: local subprocesses, or Ray tasks). Every run
 lands in the results store under OUT/NAME/RUN_ID, so the same command run again resumes the sweep.
 
 Decisions (documented in `nlbench sweep --help` too):
@@ -19,12 +19,12 @@ Decisions (documented in `nlbench sweep --help` too):
 - The exit code is 0 when every planned run is completed or diverged, 1 when any is failed,
   2 on bad input, 130 on Ctrl-C (or SIGTERM); finished runs are kept in every case.
 - Several sweeps may write into one results directory at once: each run is claimed before it starts
-  (`nlbench.store.claim_run`), a run claimed by another live process is waited for and its stored
+  (`nlbench.core.store.claim_run`), a run claimed by another live process is waited for and its stored
   result taken (printed as `elsewhere`), and a run whose claimer died is run here. Every run is then
   stored once and trained once; result.json records the `pid` and `host` of the process that trained it.
 
 This module is light at import (stdlib and typer only): the CLI imports it at startup. `python -m
-nlbench.sweep run-one SPEC --out DIR` is the subprocess entry point of the local executor.
+nlbench.commands.sweep run-one SPEC --out DIR` is the subprocess entry point of the local executor.
 """
 
 from __future__ import annotations
@@ -34,13 +34,10 @@ import itertools
 import json
 import os
 import signal
-import threading
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, ContextManager, Iterator, Mapping, Optional, Protocol, Sequence
 
-import typer
 
 EXECUTORS = ("local", "ray")
 _REUSABLE = ("completed", "diverged")
@@ -256,7 +253,7 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
     if settings.executor not in EXECUTORS:
         raise _user_error(f"unknown executor {settings.executor!r}; valid: {', '.join(EXECUTORS)}")
     if settings.name is not None:
-        from nlbench.store import check_run_name
+        from nlbench.core.store import check_run_name
 
         check_run_name(settings.name)
     return settings
@@ -300,7 +297,7 @@ def parse_grid_values(hparam: Any, raw: Any) -> list[Any]:
 
 def expand_grid(strategies: Sequence[str], grid: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(strategy, grid point) pairs: per strategy, the product of the grid keys it declares."""
-    from nlbench.registry import declared_hparams
+    from nlbench.core.registry import declared_hparams
 
     declared = {name: declared_hparams(name) for name in strategies}
     valid = sorted({key for keys in declared.values() for key in keys})
@@ -328,8 +325,8 @@ class PlannedRun:
 
 def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
     """Every run of the sweep as a resolved, validated spec; seed-major; repeated specs dropped."""
-    from nlbench.registry import strategies as registered
-    from nlbench.spec import resolve_spec
+    from nlbench.core.registry import strategies as registered
+    from nlbench.core.spec import resolve_spec
 
     names = list(settings.strategy) if settings.strategy else list(registered())
     points = expand_grid(names, settings.grid)
@@ -353,7 +350,7 @@ def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
 
 def stored_result(out: Path, spec: Any) -> dict[str, Any] | None:
     """The finished result stored for `spec` (any status), or None (not run, unfinished or corrupt)."""
-    from nlbench.store import is_done, read_run, run_dir
+    from nlbench.core.store import is_done, read_run, run_dir
 
     if not is_done(out, spec):
         return None
@@ -365,7 +362,7 @@ def stored_result(out: Path, spec: Any) -> dict[str, Any] | None:
 
 def done_stamp(out: Path, spec: Any) -> tuple[int, int] | None:
     """Identity (inode, mtime) of the run's `done` marker, None when absent: a new write changes it."""
-    from nlbench.store import DONE, run_dir
+    from nlbench.core.store import DONE, run_dir
 
     try:
         st = (run_dir(out, spec) / DONE).stat()
@@ -392,96 +389,6 @@ def _hms(seconds: float) -> str:
 
 def _pct(value: Any) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}"
-
-
-class _Display:
-    """Live progress (runs done, failed, running, remaining, ETA) on stderr, one line per finished run."""
-
-    def __init__(self, console: Any, total: int, labels: Mapping[str, str]):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-        from rich.text import Text
-
-        class EtaColumn(ProgressColumn):
-            """Throughput-based ETA (elapsed / finished x remaining): right for parallel runs."""
-
-            def render(self, task: Any) -> Text:
-                remaining = (task.total or 0) - task.completed
-                if remaining <= 0:
-                    return Text("ETA 0:00:00", style="progress.remaining")
-                if not task.completed or not task.elapsed:
-                    return Text("ETA -:--:--", style="progress.remaining")
-                return Text(f"ETA {_hms(task.elapsed / task.completed * remaining)}", style="progress.remaining")
-
-        self.console = console
-        self.labels = labels
-        self.total = total
-        self.counts = {"completed": 0, "diverged": 0, "failed": 0}
-        self.running = 0
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(), EtaColumn(), console=console, transient=False,
-        )
-        self.task = self.progress.add_task("sweep", total=total, counts=self._counts())
-
-    def _counts(self) -> str:
-        done = self.counts["completed"] + self.counts["diverged"]
-        finished = done + self.counts["failed"]
-        return (f"[green]{done} done[/] ([yellow]{self.counts['diverged']} diverged[/]), "
-                f"[red]{self.counts['failed']} failed[/], {self.running} running, {self.total - finished} remaining")
-
-    def __enter__(self) -> "_Display":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-    def started(self, spec: Any, where: str) -> None:
-        self.running += 1
-        self.progress.update(self.task, counts=self._counts())
-
-    def _name(self, spec: Any) -> str:
-        from rich.markup import escape
-
-        label = self.labels.get(spec.run_id, "-")
-        point = f" \\[{escape(label)}]" if label != "-" else ""
-        return f"{escape(spec.strategy)}{point} seed {spec.seed} {spec.run_id[:8]}"
-
-    def waiting(self, spec: Any, holder: Mapping[str, Any]) -> None:
-        """Another live process holds this run's claim: it is left to that process and waited for."""
-        from rich.markup import escape
-
-        from nlbench.store import describe_holder
-
-        self.progress.console.print(
-            f"[cyan]{'waiting':<9}[/] {self._name(spec)}  claimed by {escape(describe_holder(dict(holder)))}; "
-            "waiting for it", highlight=False, soft_wrap=True)
-
-    def done_elsewhere(self, spec: Any, result: Mapping[str, Any]) -> None:
-        """Another process stored this run while it waited here: taken as it is, not trained again."""
-        status = str(result.get("status"))
-        self.counts[status if status in self.counts else "failed"] += 1
-        who = f"pid {result['pid']} on {result.get('host', '?')}" if result.get("pid") else "another process"
-        self.progress.console.print(f"[cyan]{'elsewhere':<9}[/] {self._name(spec)}  {status} by {who}",
-                                    highlight=False, soft_wrap=True)
-        self.progress.update(self.task, advance=1, counts=self._counts())
-
-    def finished(self, spec: Any, result: Mapping[str, Any]) -> None:
-        self.running = max(0, self.running - 1)
-        status = str(result.get("status"))
-        self.counts[status if status in self.counts else "failed"] += 1
-        style = {"completed": "green", "diverged": "yellow"}.get(status, "red")
-        if status == "completed":
-            what = f"ACC {_pct((result.get('metrics') or {}).get('acc'))}%"
-        else:
-            what = (str(result.get("error") or "").strip().splitlines() or [""])[0]
-        wall = result.get("wall_time_s") or 0.0
-        from rich.markup import escape
-
-        self.progress.console.print(
-            f"[{style}]{status:<9}[/] {self._name(spec)}  {escape(what)}  ({wall:.1f} s)", highlight=False, soft_wrap=True,
-        )
-        self.progress.update(self.task, advance=1, counts=self._counts())
 
 
 def summary_rows(planned: Sequence[PlannedRun], results: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, Any]]:
@@ -512,56 +419,19 @@ def summary_rows(planned: Sequence[PlannedRun], results: Mapping[str, Mapping[st
     return rows
 
 
-def print_summary(console: Any, title: str, planned: Sequence[PlannedRun], results: Mapping[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in ("strategy", "grid point", "runs", "completed", "diverged", "failed", "not run", "ACC %", "forgetting %"):
-        table.add_column(column, justify="left" if column in ("strategy", "grid point") else "right")
-    for row in summary_rows(planned, results):
-        acc = _pct(row["acc_mean"]) + (f" ± {100 * row['acc_std']:.1f}" if row["acc_std"] is not None else "")
-        table.add_row(escape(row["strategy"]), escape(row["point"]), str(row["runs"]), str(row["completed"]), str(row["diverged"]),
-                      str(row["failed"]), str(row["not_run"]), acc, _pct(row["forgetting_mean"]))
-    console.print(table)
-    console.print("  ACC: final average accuracy over the completed seeds (mean ± sample std); "
-                  "forgetting: Chaudhry et al.", highlight=False)
-    failed = [(r, results[r.spec.run_id]) for r in planned if (results.get(r.spec.run_id) or {}).get("status") == "failed"]
-    for run, result in failed[:10]:
-        first = (str(result.get("error") or "").strip().splitlines() or [""])[0]
-        console.print(f"  [red]failed[/red] {escape(run.spec.strategy)} \\[{escape(run.label)}] seed {run.spec.seed} "
-                      f"{run.spec.run_id[:8]}: {escape(first)}", highlight=False)
-    if len(failed) > 10:
-        console.print(f"  ... and {len(failed) - 10} more failed runs", highlight=False)
-
-
-def print_plan(console: Any, planned: Sequence[PlannedRun], results: Mapping[str, Any], retry_failed: bool,
-               out: Path | None = None) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from nlbench.store import describe_holder, live_claim
-
-    table = Table(title="Sweep plan", title_justify="left")
-    for column in ("#", "strategy", "grid point", "seed", "run id", "state"):
-        table.add_column(column, justify="right" if column in ("#", "seed") else "left")
-    for index, run in enumerate(planned, 1):
-        result = results.get(run.spec.run_id)
-        holder = live_claim(out, run.spec) if out is not None else None
-        if holder is not None:
-            state = f"running elsewhere ({describe_holder(holder)})"
-        elif result is None:
-            state = "to run"
-        elif result.get("status") == "failed":
-            state = "failed: will re-run" if retry_failed else "failed: kept"
-        else:
-            state = f"done ({result.get('status')})"
-        table.add_row(str(index), escape(run.spec.strategy), escape(run.label), str(run.spec.seed), run.spec.run_id, state)
-    console.print(table)
-
 
 # --------------------------------------------------------------------------------------------------
 # Running a sweep
+
+
+class SweepView(Protocol):
+    """What a sweep shows (the CLI renders it with rich; tests may record it)."""
+
+    def message(self, text: str) -> None: ...
+    def show_plan(self, planned: Sequence[PlannedRun], results: Mapping[str, Any], retry_failed: bool,
+                  out: Path, header: str) -> None: ...
+    def live(self, total: int, labels: Mapping[str, str]) -> ContextManager[Any]: ...  # yields executor Events
+    def show_summary(self, title: str, planned: Sequence[PlannedRun], results: Mapping[str, Any]) -> None: ...
 
 
 @contextlib.contextmanager
@@ -583,13 +453,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
-    from nlbench.executors import LocalExecutor, plan_local, visible_gpu_ids
+    from nlbench.commands.sweep.executors import LocalExecutor, plan_local, visible_gpu_ids
 
     if settings.device.startswith("cuda:"):
         raise _user_error("--device cuda:N is not available in a sweep; choose GPUs with CUDA_VISIBLE_DEVICES and use --device cuda")
     if settings.device not in ("auto", "cpu", "cuda"):
         raise _user_error(f"unknown device {settings.device!r}; valid in a sweep: auto, cpu, cuda")
-    from nlbench.runner import resolve_device
+    from nlbench.core.device import resolve_device
 
     device = str(resolve_device(settings.device))
     gpu_ids: list[str] = []
@@ -605,8 +475,8 @@ def _local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
 def _check_data(settings: SweepSettings) -> None:
     """Fail before any run starts when the suite's data is missing (and download it once, here,
     rather than in every subprocess at once)."""
-    from nlbench.data import load_arrays, resolve_data_root
-    from nlbench.suites import get_suite
+    from nlbench.data.readers import load_arrays, resolve_data_root
+    from nlbench.data.suites import get_suite
 
     info = get_suite(settings.suite)
     root = resolve_data_root(settings.data_root)
@@ -614,21 +484,19 @@ def _check_data(settings: SweepSettings) -> None:
         load_arrays(info.dataset, root, train=train, download=settings.download)
 
 
-def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
-    """Plan the sweep, run what is not done yet, print the summary; return the exit code (0 or 1).
+def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False) -> int:
+    """Plan the sweep, run what is not done yet, hand the summary to `view`; return the exit code (0 or 1).
 
     Raises UserError on bad input and KeyboardInterrupt after a Ctrl-C (finished runs are kept).
     """
     import shutil
     import tempfile
 
-    from nlbench.cli import _console
-    from nlbench.executors import RayExecutor
-    from nlbench.store import check_writable
-    from nlbench.suites import get_suite
+    from nlbench.commands.sweep.executors import RayExecutor
+    from nlbench.core.store import check_writable
+    from nlbench.data.suites import get_suite
 
     get_suite(settings.suite)  # unknown suite: one line before anything heavy starts
-    err_console = _console(stderr=True)
     out = settings.out
     workdir = Path(tempfile.mkdtemp(prefix="nlbench-sweep-"))
     executor: Any = None
@@ -661,13 +529,11 @@ def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
         header = (f"sweep {name}: {len(planned)} runs ({n_points} configuration(s) x {len(settings.seeds)} seed(s)), "
                   f"{len(planned) - len(todo)} already done, {len(todo)} to run")
         if dry_run:
-            console = _console()
-            print_plan(console, planned, results, settings.retry_failed, out)
-            console.print(header, highlight=False)
+            view.show_plan(planned, results, settings.retry_failed, out, header)
             return 0
         check_writable(out)
-        err_console.print(header, highlight=False)
-        err_console.print(f"{executor.describe()}; results in {out / name}/", highlight=False)
+        view.message(header)
+        view.message(f"{executor.describe()}; results in {out / name}/")
         interrupted = False
         if todo:
             if settings.executor == "local":
@@ -675,166 +541,20 @@ def run_sweep(settings: SweepSettings, *, dry_run: bool = False) -> int:
             labels = {run.spec.run_id: run.label for run in todo}
             with _terminate_as_interrupt():
                 try:
-                    with _Display(err_console, len(todo), labels) as display:
+                    with view.live(len(todo), labels) as display:
                         executor.run([run.spec for run in todo], out, display, done_before=done_before)
                 except KeyboardInterrupt:
                     interrupted = True
         results = {run.spec.run_id: stored_result(out, run.spec) for run in planned}
-        print_summary(_console(), f"sweep {name}: {planned[0].spec.suite}, {planned[0].spec.scenario}-incremental",
+        view.show_summary(f"sweep {name}: {planned[0].spec.suite}, {planned[0].spec.scenario}-incremental",
                       planned, results)
         if interrupted:
             finished = sum(r is not None for r in results.values())
-            err_console.print(f"interrupted: {finished} of {len(planned)} runs are stored; "
-                              "run the same command again to finish the sweep", highlight=False)
+            view.message(f"interrupted: {finished} of {len(planned)} runs are stored; "
+                         "run the same command again to finish the sweep")
             raise KeyboardInterrupt
         return 1 if any((r or {}).get("status") == "failed" for r in results.values()) else 0
     finally:
         if executor is not None and hasattr(executor, "close"):
             executor.close()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# Commands
-
-
-def sweep_command(
-    config: Annotated[Optional[Path], typer.Option(
-        "--config", help="A YAML or TOML file describing the sweep (keys: suite, strategy, grid, seeds, name, epochs, "
-        "device, executor, jobs, ...); options given on the command line override its values.",
-        dir_okay=False)] = None,
-    suite: Annotated[Optional[str], typer.Option(help="Benchmark suite (see `nlbench list`); default: split-digits.")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="Comma-separated strategies; default: every registered one.")] = None,
-    grid: Annotated[Optional[list[str]], typer.Option(
-        "--grid", help="One grid axis KEY=VALUES (repeatable). Values are separated by ',' (alpha=1e-4,3e-4), or by ':' "
-        "for tuple-valued keys (periods=1,8,64:1,16,128). A key applies to the strategies that declare it; the others "
-        "run once per seed.")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, or a range such as 0-4; default: 0.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Results sub-directory (OUT/NAME/RUN_ID); default: the suite's name.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per experience; default: the suite's.")] = None,
-    scenario: Annotated[Optional[str], typer.Option(help="class, task or domain; default: the suite's.")] = None,
-    head: Annotated[Optional[str], typer.Option(help="Task scenario head: mask or multi.")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="Backbone model; default: the suite's.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Training minibatch size; default: the suite's.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(
-        help="Published protocol preset (e.g. der2020) pinning backbone, epochs, batch and hyperparameters.")] = None,
-    data_path: Annotated[Optional[str], typer.Option(
-        help="fast (device-resident tensors) or avalanche (Avalanche's stock DataLoader); default: fast.")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: none or bf16; default: none.")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile each run's model.")] = None,
-    channels_last: Annotated[Optional[bool], typer.Option("--channels-last", help="Channels-last memory format for image models.")] = None,
-    device: Annotated[Optional[str], typer.Option(
-        help="auto, cpu or cuda; default: auto (cuda when GPUs are visible, or when the Ray cluster has GPUs).")] = None,
-    executor: Annotated[Optional[str], typer.Option(
-        help="local (one subprocess per run on this machine) or ray (Ray tasks); default: local.")] = None,
-    jobs: Annotated[Optional[int], typer.Option(
-        help="Runs at once. Local: default 1 on CPU, the number of GPU slots on GPU. Ray: the most runs in flight; "
-        "default: all, scheduled by Ray.")] = None,
-    runs_per_gpu: Annotated[Optional[int], typer.Option(
-        help="Runs packed onto one GPU: local GPU slots are GPUs x this, and a Ray run asks for num_gpus=1/this; default: 1.")] = None,
-    cpus_per_run: Annotated[Optional[float], typer.Option(
-        help="Ray: CPUs each run reserves (num_cpus), also its torch thread count; default: 1.")] = None,
-    address: Annotated[Optional[str], typer.Option(
-        help="Ray: address of a running cluster (auto to find it); default: start a local Ray instance.")] = None,
-    retries: Annotated[Optional[int], typer.Option(
-        help="Ray: how often a run whose worker or node died is retried (max_retries); default: 2.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Results directory; default: results.")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(
-        help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
-    download: Annotated[Optional[bool], typer.Option(
-        "--download/--no-download", help="Download missing datasets when online; default: yes.")] = None,
-    retry_failed: Annotated[Optional[bool], typer.Option(
-        "--retry-failed/--no-retry-failed", help="Run again the runs recorded as failed (a crash says nothing about the "
-        "method); default: yes. Completed and diverged runs are always kept.")] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the plan (every run and whether it is already done) and the number of runs; run nothing.")] = False,
-) -> None:
-    """Sweep strategies x hyperparameter grid x seeds; resumable: running the same command again skips finished runs.
-
-    Every run is stored under OUT/NAME/RUN_ID. Exit code 0 when every run completed or diverged, 1 when a
-    run failed, 2 on bad input, 130 on Ctrl-C (finished runs are kept).
-    """
-    from nlbench.cli import user_errors
-
-    with user_errors():
-        file_values = load_config(config) if config is not None else {}
-        cli_values = {
-            "suite": suite, "strategy": strategy, "grid": parse_grid_options(grid or []) or None, "seeds": seeds,
-            "name": name, "epochs": epochs, "scenario": scenario, "head": head, "backbone": backbone,
-            "batch_size": batch_size, "protocol": protocol, "data_path": data_path, "amp": amp, "compile": compile,
-            "channels_last": channels_last, "device": device, "executor": executor, "jobs": jobs,
-            "runs_per_gpu": runs_per_gpu, "cpus_per_run": cpus_per_run, "address": address, "retries": retries,
-            "out": out, "data_root": data_root, "download": download, "retry_failed": retry_failed,
-        }
-        code = run_sweep(build_settings(file_values, cli_values), dry_run=dry_run)
-    if code:
-        raise typer.Exit(code)
-
-
-def _exit_when_orphaned(interval_s: float = 1.0) -> None:
-    """End this process when its parent (the sweep driver) dies, so a killed sweep leaves no stray runs."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval_s)
-            if os.getppid() != parent:
-                os._exit(137)
-
-    threading.Thread(target=watch, name="nlbench-watch-parent", daemon=True).start()
-
-
-def run_one_command(
-    spec_json: Annotated[Path, typer.Argument(help="A run spec as JSON (RunSpec.to_json()).", dir_okay=False)],
-    out: Annotated[Path, typer.Option(help="Results directory; the run is written to OUT/NAME/RUN_ID.")] = Path("results"),
-    data_root: Annotated[Optional[Path], typer.Option(help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
-    download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
-    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads for this run; default: torch's.")] = None,
-    watch_parent: Annotated[bool, typer.Option(help="Exit when the parent process (the sweep) dies.")] = False,
-) -> None:
-    """Run one spec and write it to the results store (the local sweep executor runs this per run)."""
-    from nlbench.cli import user_errors
-
-    with user_errors():
-        if watch_parent:
-            _exit_when_orphaned()
-        try:
-            data = json.loads(spec_json.read_text())
-        except (OSError, ValueError) as err:
-            raise _user_error(f"cannot read the run spec {spec_json}: {err}") from None
-        from nlbench.spec import RunSpec
-
-        try:
-            spec = RunSpec.from_dict(data)
-        except TypeError as err:
-            raise _user_error(f"{spec_json} does not describe a run: {err}") from None
-
-        import torch
-
-        from nlbench.runner import run_one
-        from nlbench.store import check_writable, process_identity, run_dir, write_run
-
-        if threads:
-            torch.set_num_threads(threads)
-        check_writable(out)
-        result = {**run_one(spec, data_root=data_root, download=download), **process_identity()}  # who trained it
-        # Temporary files left by a writer that was killed mid-write: this process owns the run now
-        # (the sweep that started it holds the run's claim and handed it down).
-        for stale in run_dir(out, spec).glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-        write_run(out, spec, result)
-        typer.echo(json.dumps({"run_id": spec.run_id, "status": result["status"]}))
-
-
-def app() -> typer.Typer:
-    """A small app with the two commands, for `python -m nlbench.sweep` (the executor's entry point)."""
-    standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
-    standalone.command("sweep")(sweep_command)
-    standalone.command("run-one", hidden=True)(run_one_command)
-    return standalone
-
-
-if __name__ == "__main__":
-    from nlbench.cli import run_app
-
-    run_app(app())

@@ -46,7 +46,7 @@ class RunSpec:
     hparams: tuple[tuple[str, Any], ...] = ()
     head: str = "single"
     protocol: str | None = None
-    data_path: str = "fast"  # "fast" (device tensors, nlbench.fastpath) or "avalanche" (stock DataLoader)
+    data_path: str = "fast"  # "fast" (device tensors, nlbench.data.fastpath) or "avalanche" (stock DataLoader)
     amp: str = "none"  # "none" or "bf16" autocast
     compile: bool = False  # torch.compile the backbone
     channels_last: bool = False  # channels-last memory format for image models
@@ -115,19 +115,19 @@ def resolve_spec(
 ) -> RunSpec:
     """Fill in suite and strategy defaults and validate everything; bad input raises UserError.
 
-    A `protocol` (see nlbench.protocols) pins the published setting: scenario, backbone, epochs,
+    A `protocol` (see nlbench.core.protocols) pins the published setting: scenario, backbone, epochs,
     batch size and the method's published hyperparameters. A flag that contradicts it is an error,
     because the run would then be filed as comparable when it is not.
     """
     from nlbench.errors import UserError
-    from nlbench.models import BACKBONES
-    from nlbench.registry import check_scenario, resolve_hparams
-    from nlbench.suites import check_compatible, get_suite
+    from nlbench.core.backbones import BACKBONES
+    from nlbench.core.registry import check_scenario, resolve_hparams
+    from nlbench.data.suites import check_compatible, get_suite
 
     info = get_suite(suite)
     hparams = dict(hparams or {})
     if protocol is not None:
-        from nlbench.protocols import protocol_overrides
+        from nlbench.core.protocols import protocol_overrides
 
         pinned = protocol_overrides(protocol, info.name, strategy, buffer_size=_as_int(hparams.get("mem_size")), hparams=hparams)
         for flag, given in (("scenario", scenario), ("backbone", backbone), ("epochs", epochs), ("batch_size", batch_size)):

@@ -1,6 +1,6 @@
 """Sweep executors: where and how the runs of a sweep are run.
 
-- `LocalExecutor`: one subprocess per run (`python -m nlbench.sweep run-one SPEC --out DIR`), at most
+- `LocalExecutor`: one subprocess per run (`python -m nlbench.commands.sweep run-one SPEC --out DIR`), at most
   `jobs` at once. The subprocess trains the run and writes it to the store itself (atomically: the
   store's `done` marker comes last), so a crash, an out-of-memory kill or a SIGKILL of the whole sweep
   can only ever lose the runs in flight. GPU runs take a slot (a GPU id, each GPU offering
@@ -13,7 +13,7 @@
   `failed` result, and re-running a deterministic spec would crash again). Workers return the result
   dict and the driver writes it, into the same store as the local executor.
 
-Both claim a run (`nlbench.store.claim_run`) before starting it and hold the claim until its result is
+Both claim a run (`nlbench.core.store.claim_run`) before starting it and hold the claim until its result is
 stored, so several sweeps writing into one results directory at once train every run exactly once: a
 run claimed by another live process is set aside and retried every `retry_s`; when its claim is free
 again the run is either done (its result is taken, not trained again) or was abandoned (its holder
@@ -194,7 +194,7 @@ class ClaimQueue:
 
     def __init__(self, specs: Sequence[Any], out: Path, events: Events,
                  done_before: Mapping[str, tuple[int, int] | None] | None = None, retry_s: float = 1.0):
-        from nlbench.store import DONE, run_dir
+        from nlbench.core.store import DONE, run_dir
 
         self.out = Path(out)
         self.events = events
@@ -221,7 +221,7 @@ class ClaimQueue:
 
     def next(self) -> Any | None:
         """The next run to start, now claimed by this process; None when none can start yet."""
-        from nlbench.store import DONE, claim_holder, claim_run, read_run, run_dir
+        from nlbench.core.store import DONE, claim_holder, claim_run, read_run, run_dir
 
         while True:
             spec = self.pending.popleft() if self.pending else self._due()
@@ -292,7 +292,7 @@ class LocalExecutor:
         return self.plan.describe()
 
     def command(self, spec_path: Path, out: Path) -> list[str]:
-        cmd = [sys.executable, "-m", "nlbench.sweep", "run-one", str(spec_path), "--out", str(out),
+        cmd = [sys.executable, "-m", "nlbench.cli", "run-one", str(spec_path), "--out", str(out),
                "--threads", str(self.plan.threads), "--watch-parent"]
         if self.data_root is not None:
             cmd += ["--data-root", str(Path(self.data_root).resolve())]
@@ -310,7 +310,7 @@ class LocalExecutor:
         return env
 
     def _launch(self, spec: Any, slot: str | None, out: Path, claim_fd: int | None = None) -> _Child:
-        from nlbench.store import DONE, run_dir
+        from nlbench.core.store import DONE, run_dir
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec_path = self.workdir / f"{spec.run_id}.json"
@@ -326,7 +326,7 @@ class LocalExecutor:
         return _Child(spec, proc, slot, log, marker_before, time.perf_counter())
 
     def _collect(self, child: _Child, returncode: int, out: Path) -> dict[str, Any]:
-        from nlbench.store import DONE, read_run, run_dir, write_run
+        from nlbench.core.store import DONE, read_run, run_dir, write_run
 
         directory = run_dir(out, child.spec)
         written = _stamp(directory / DONE)
@@ -407,8 +407,8 @@ def _ray_task(spec_json: str, data_root: str | None, download: bool, threads: in
     """Runs inside a Ray worker: train one spec and return its result (the driver writes it)."""
     import torch
 
-    from nlbench.runner import run_one
-    from nlbench.spec import RunSpec
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import RunSpec
 
     torch.set_num_threads(max(1, threads))
     spec = RunSpec.from_dict(json.loads(spec_json))
@@ -518,7 +518,7 @@ class RayExecutor:
         import ray
         from ray.exceptions import RayError
 
-        from nlbench.store import write_run
+        from nlbench.core.store import write_run
 
         remote = ray.remote(_ray_task).options(
             num_cpus=self.cpus_per_run,

@@ -2,7 +2,7 @@
 
 Protocol (every strategy, every suite): evaluate on every test experience once before training (the
 pre-training row b, for FWT), then after each training experience i evaluate on every test
-experience j, giving R[i, j]. Metrics are derived from R by `nlbench.metrics`. Wall time per
+experience j, giving R[i, j]. Metrics are derived from R by `nlbench.core.metrics`. Wall time per
 experience, peak memory, the environment and the run's status are recorded beside R.
 
 A run whose training loss becomes NaN/inf stops with status `diverged` and keeps the rows evaluated
@@ -33,13 +33,15 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from nlbench import metrics
-from nlbench.fastpath import Autocast, FastDataPath, random_crop_flip
-from nlbench.models import build_backbone
+from nlbench.core import metrics
+from nlbench.data.fastpath import Autocast, FastDataPath, random_crop_flip
+from nlbench.core.backbones import build_backbone
+from nlbench.core.device import resolve_device
 from nlbench.models.heads import wrap_for_scenario
-from nlbench.registry import BuildContext, assemble_optimizer, build_parts
-from nlbench.spec import RunSpec
-from nlbench.suites import Benchmark, build_benchmark, get_suite
+from nlbench.core.registry import BuildContext, assemble_optimizer, build_parts
+from nlbench.core.spec import RunSpec
+from nlbench.data.streams import build_benchmark
+from nlbench.data.suites import Benchmark, get_suite
 
 ProgressCallback = Callable[[str, dict], None]
 
@@ -154,25 +156,6 @@ class PeakMemory:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def resolve_device(name: str) -> torch.device:
-    from nlbench.errors import UserError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {name!r}; valid: auto, cpu, cuda, cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -204,7 +187,7 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
     template = _template_class(mixins, parts.template or SupervisedTemplate)
     criterion, seam = torch.nn.CrossEntropyLoss(), []
     if benchmark.suite.kind == "sequence":  # (B, L, V) logits: token-level loss and next-token accuracy
-        from nlbench.bigram import FlattenSequenceOutputs, SequenceCrossEntropy
+        from nlbench.data.bigram import FlattenSequenceOutputs, SequenceCrossEntropy
 
         criterion, seam = SequenceCrossEntropy(), [FlattenSequenceOutputs()]
     strategy = template(
@@ -248,7 +231,7 @@ def run_one(
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Train `spec.strategy` over the stream; return the result record (see module docstring)."""
-    from nlbench.data import resolve_data_root
+    from nlbench.data.readers import resolve_data_root
 
     notify = progress or (lambda kind, info: None)
     device = resolve_device(spec.device)

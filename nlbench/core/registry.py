@@ -115,14 +115,14 @@ class HParam:
 class BuildContext:
     """What a strategy builder may look at: the run spec, the suite's metadata and the backbone."""
 
-    spec: Any  # nlbench.spec.RunSpec
-    suite: Any  # nlbench.suites.SuiteInfo
+    spec: Any  # nlbench.core.spec.RunSpec
+    suite: Any  # nlbench.data.suites.SuiteInfo
     model: Any  # torch.nn.Module, already on the device
     device: Any  # torch.device
 
     @property
     def fast_path(self) -> bool:
-        """Whether the run takes the fast data path (device-resident tensors, nlbench.fastpath): image
+        """Whether the run takes the fast data path (device-resident tensors, nlbench.data.fastpath): image
         suites unless `--data-path avalanche`. Rehearsal memories then live on the device too."""
         return self.spec.data_path == "fast" and self.suite.kind == "image"
 

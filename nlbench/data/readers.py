@@ -25,7 +25,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, VisionD
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from nlbench.errors import DataUnavailable, UserError
-from nlbench.store import atomic_write_bytes
+from nlbench.io import atomic_write_bytes
 
 DEFAULT_DATA_ROOT: Path = Path("~/.cache/nlbench/data").expanduser()
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -40,35 +40,12 @@ except ImportError:  # not POSIX: no claims (see the module docstring)
     fcntl = None  # type: ignore[assignment]
 
 from nlbench.errors import UserError
-from nlbench.spec import RunSpec
+from nlbench.io import atomic_write_text
+from nlbench.core.spec import RunSpec
 
 RESULT_SCHEMA = 1
 DONE = "done"
 CLAIM = "claim"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part.
-
-    A temporary file in the same folder is fsynced, made world-readable (mkstemp creates it private,
-    but results and datasets are meant to be shared) and renamed over `path`.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def run_dir(root: Path, spec: RunSpec) -> Path:

@@ -1,7 +1,7 @@
 """`nlbench report`: stored runs -> tables over seeds, figures, and published numbers side by side.
 
 `build_report(results_dir, out)` reads every finished run under `results_dir` (recursively, through
-`nlbench.store.load_results`), and writes into `out`:
+`nlbench.core.store.load_results`), and writes into `out`:
 
 - `report.md`: what was run, the metric definitions, the main table (mean ± 95% CI over seeds per
   configuration), the published comparison, sweep heatmaps, failed/diverged and skipped runs, notes;
@@ -32,9 +32,8 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 
 __all__ = ["ReportSummary", "SweepGrid", "build_report", "report_command", "t_critical", "find_sweeps", "DEFAULT_SWEEP_AXES"]
 
@@ -171,7 +170,7 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     import numpy as np
 
     from nlbench.errors import UserError
-    from nlbench.store import DONE, load_results, read_run
+    from nlbench.core.store import DONE, load_results, read_run
 
     root = Path(results_dir)
     if not root.exists():
@@ -314,11 +313,12 @@ def compare_published(summary: Any, published: Any) -> Any:
 
     A published row whose identifying hyperparameters (e.g. `ewc_mode=online` for oEWC, `der_beta=0`
     for DER) contradict the configuration's is a different method and is not paired. Each pair says
-    whether the protocol matches (`nlbench.protocols.protocol_matches`) and why.
+    whether the protocol matches (`nlbench.commands.report.published.protocol_matches`) and why.
     """
     import pandas as pd
 
-    from nlbench.protocols import method_matches, protocol_matches
+    from nlbench.core.protocols import method_matches
+    from nlbench.commands.report.published import protocol_matches
 
     columns = ["suite", "scenario", "strategy", "config", "method", "metric", "n", "ours_mean", "ours_ci95", "published",
                "published_std", "spread", "difference", "comparable", "reason", "source", "source_detail"]
@@ -618,7 +618,7 @@ def _comparison_md(comparison: Any) -> str:
 
 
 def _render_markdown(ctx: dict[str, Any]) -> str:
-    from nlbench.metrics import DEFINITIONS
+    from nlbench.core.metrics import DEFINITIONS
 
     runs, summary, out = ctx["runs"], ctx["summary"], ctx["out"]
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
@@ -699,7 +699,7 @@ def _render_markdown(ctx: dict[str, Any]) -> str:
 
 
 def _notes(ctx: dict[str, Any]) -> list[str]:
-    from nlbench.protocols import PROTOCOLS
+    from nlbench.core.protocols import PROTOCOLS
 
     notes = [
         "Seeds change initialisation and data order only; classes enter in their natural order in every run, "
@@ -743,8 +743,8 @@ def build_report(
     skipped with a warning naming the path (re-issued as `UserWarning`s here, listed in
     `ReportSummary.skipped` / `.unfinished` / `.warnings` and in report.md), and never counted.
     """
-    from nlbench.protocols import load_published
-    from nlbench.store import check_writable
+    from nlbench.commands.report.published import load_published
+    from nlbench.core.store import check_writable
 
     results_dir, out = Path(results_dir), Path(out)
     runs, skipped, unfinished = load_runs(results_dir)
@@ -827,69 +827,3 @@ def build_report(
         skipped=skipped, unfinished=unfinished, summary=summary, comparison=comparison, sweeps=sweeps,
         warnings=list(skipped) + [unfinished_message(path) for path in unfinished],
     )
-
-
-def print_summary(report: ReportSummary) -> None:
-    """The main table (mean ± 95% CI, percent) in the terminal, then where the report is."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    summary = report.summary
-    if summary.empty:
-        console.print("No completed run to aggregate.")
-    else:
-        table = Table(title=f"{report.results_dir}: mean ± 95% CI over seeds (%)", title_justify="left")
-        for column in ("suite", "scenario", "strategy", "config", "n", "ACC", "Forgetting", "BWT"):
-            table.add_column(column, justify="right" if column in ("n", "ACC", "Forgetting", "BWT") else "left")
-        for _, row in summary.iterrows():
-            n = str(row["n"]) + (f" (+{row['excluded']} excl.)" if row["excluded"] else "")
-            table.add_row(row["suite"], row["scenario"], row["strategy"], row["config"] or MISSING, n,
-                          mean_ci(row["acc_mean"], row["acc_ci95"]), mean_ci(row["forgetting_mean"], row["forgetting_ci95"]),
-                          mean_ci(row["bwt_mean"], row["bwt_ci95"]))
-        console.print(table)
-        from nlbench.metrics import DEFINITIONS
-
-        for key in ("acc", "forgetting", "bwt"):
-            console.print(f"  {DEFINITIONS[key]}", highlight=False)
-    comparable = int(report.comparison["comparable"].sum()) if not report.comparison.empty else 0
-    console.print(f"  Published rows paired: {len(report.comparison)} ({comparable} with a matching protocol).", highlight=False)
-    if report.unfinished:
-        console.print(f"  {len(report.unfinished)} unfinished run(s) without a 'done' marker ignored.", highlight=False)
-    if report.n_not_completed:
-        console.print(f"  {report.n_not_completed} diverged/failed run(s) listed in report.md, not aggregated.", highlight=False)
-    console.print(f"  Report: {report.report_md} ({len(report.tables)} tables, {len(report.figures)} figures)", highlight=False)
-
-
-def report_command(
-    results_dir: Annotated[Path, typer.Argument(
-        metavar="RESULTS_DIR",
-        help="Directory of stored runs, as written by `nlbench run --out`; searched recursively, so it can be the "
-             "results root or one run name under it.")] = Path("results"),
-    out: Annotated[Optional[Path], typer.Option(
-        help="Where to write report.md, tables/ and figures/; default: reports/<name of RESULTS_DIR> "
-             "(relative to the current directory).")] = None,
-    sweep_axes: Annotated[str, typer.Option(
-        help="Two hyperparameters for the sweep heatmaps, as X,Y; when they do not vary, the hyperparameters that "
-             "do vary are used.")] = ",".join(DEFAULT_SWEEP_AXES),
-    published: Annotated[Optional[Path], typer.Option(
-        help="Published-baselines CSV to compare with; default: the bundled baselines/published.csv.")] = None,
-) -> None:
-    """Aggregate stored runs over seeds into a report (tables, figures, published numbers side by side)."""
-    from nlbench.cli import user_errors  # imported here: nlbench.cli imports this module at startup
-
-    with user_errors():
-        from nlbench.errors import UserError
-
-        axes = tuple(a.strip() for a in sweep_axes.split(",") if a.strip())
-        if not axes:
-            raise UserError("--sweep-axes needs at least one hyperparameter name, e.g. periods,alpha")
-        target = out if out is not None else Path("reports") / (Path(results_dir).resolve().name or "results")
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            report = build_report(Path(results_dir), target, sweep_axes=axes, published=published)
-        for message in report.skipped + [unfinished_message(path) for path in report.unfinished]:
-            typer.echo(f"warning: {message}", err=True)
-        print_summary(report)

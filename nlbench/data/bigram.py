@@ -138,13 +138,13 @@ def build_bigram_benchmark(suite: Any, scenario: str, seed: int = 0, n_train: in
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-    # Private in 0.6, as in nlbench.suites. Its tensor variant turns every y into a Python scalar, so the
+    # Private in 0.6, as in nlbench.data.suites. Its tensor variant turns every y into a Python scalar, so the
     # sequence pairs go in as a plain TensorDataset; `targets` is then the regime id, given explicitly.
     from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
     from torch.utils.data import TensorDataset
 
     from nlbench.errors import UserError
-    from nlbench.suites import Benchmark
+    from nlbench.data.suites import Benchmark
 
     if scenario not in suite.scenarios:
         raise UserError(f"scenario {scenario!r} is not available for {suite.name}; valid: {', '.join(suite.scenarios)}")

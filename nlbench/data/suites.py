@@ -1,6 +1,6 @@
 """Benchmark streams by name: real Avalanche benchmarks plus the metadata a run needs.
 
-Every suite reads its raw arrays through `nlbench.data` (real torchvision readers, or scikit-learn's
+Every suite reads its raw arrays through `nlbench.data.readers` (real torchvision readers, or scikit-learn's
 bundled digits), normalises them once into tensors, and splits them into experiences that Avalanche's
 `benchmark_from_datasets` turns into train/test streams. Classes are assigned to experiences in their
 natural order ((0,1), (2,3), ...), as in the DER/Mammoth protocols, so every seed sees the same
@@ -13,16 +13,16 @@ Scenarios:
 - `domain`: domain-incremental (permuted-mnist): every experience has all classes, no task labels.
 
 Sequence suites (kind "sequence"): `bigram-shift`, the two-regime bigram stream of
-nl-math.md 5.2 built by `nlbench.bigram`; samples are (tokens (L,), next tokens (L,), task) and the model
+nl-math.md 5.2 built by `nlbench.data.bigram`; samples are (tokens (L,), next tokens (L,), task) and the model
 returns (B, L, V) logits (the runner then uses a token-level loss and next-token accuracy).
 
-Importing this module is cheap: torch and Avalanche are imported inside `build_benchmark`.
+Importing this module is cheap (no torch, no Avalanche): validation reads it. `nlbench.data.streams`
+builds the streams.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nlbench.errors import UserError
@@ -44,9 +44,9 @@ class SuiteInfo:
     augment: bool = False  # random crop + horizontal flip during training (CIFAR)
     permuted: bool = False  # permuted-mnist: each experience is a fixed pixel permutation of all classes
     # Sequence suites (kind="sequence"): input_shape is (L,) token ids, n_classes is the vocabulary size,
-    # the model returns (B, L, V) logits and accuracy is next-token accuracy (see nlbench.bigram).
+    # the model returns (B, L, V) logits and accuracy is next-token accuracy (see nlbench.data.bigram).
     kind: str = "image"
-    sequence_options: dict[str, Any] = field(default_factory=dict)  # generator options (nlbench.bigram)
+    sequence_options: dict[str, Any] = field(default_factory=dict)  # generator options (nlbench.data.bigram)
     backbones: tuple[str, ...] | None = None  # the backbones that fit the suite (None: any image backbone)
     unsupported: dict[str, str] = field(default_factory=dict)  # strategy component -> why it cannot run
 
@@ -97,15 +97,6 @@ SUITES: dict[str, SuiteInfo] = {
 ALIASES = {"split-cifar": "split-cifar10"}
 DEFAULT_SUITE = "split-digits"
 
-# Per-channel mean and std of the training sets (standard values for the torchvision datasets).
-_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
-
-
 def get_suite(name: str) -> SuiteInfo:
     name = ALIASES.get(name, name)
     if name not in SUITES:
@@ -134,103 +125,3 @@ class Benchmark:
     train_stream: Any
     test_stream: Any
     experience_classes: list[list[int]]  # classes of each experience, in stream order
-
-
-def _to_model_tensor(x: Any, dataset: str, shape: tuple[int, ...]) -> Any:
-    """uint8 images (N,H,W) or (N,H,W,C), or digits floats, -> normalised float32 (N,C,H,W)."""
-    import torch
-
-    x = torch.as_tensor(x)
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    x = x.float()
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    elif x.dim() == 4 and x.shape[-1] in (1, 3):
-        x = x.permute(0, 3, 1, 2).contiguous()
-    if dataset in _NORMALISATION:
-        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _NORMALISATION[dataset])
-        x = (x - mean) / std
-    else:  # digits: values in [0, 1]; centre them like the others
-        x = (x - 0.5) / 0.5
-    assert tuple(x.shape[1:]) == shape, (x.shape, shape)
-    return x
-
-
-def _augmentation() -> Any:
-    """Random crop with 4-pixel padding and horizontal flip on CHW tensors (the standard CIFAR recipe)."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
-
-
-def build_benchmark(
-    suite: SuiteInfo, scenario: str, seed: int, data_root: Path, download: bool = True
-) -> Benchmark:
-    """Load the suite's data and build its Avalanche train/test streams."""
-    import torch
-    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
-    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-
-    # Private in 0.6 but it is the constructor Avalanche's own tensor benchmarks use.
-    from avalanche.benchmarks.utils.classification_dataset import (
-        _make_taskaware_tensor_classification_dataset as tensor_dataset,
-    )
-
-    from nlbench.data import load_arrays
-
-    if suite.kind == "sequence":
-        from nlbench.bigram import build_bigram_benchmark
-
-        return build_bigram_benchmark(suite, scenario, seed)
-    if scenario not in suite.scenarios:
-        raise UserError(f"scenario {scenario!r} is not available for {suite.name}; valid: {', '.join(suite.scenarios)}")
-
-    splits = {}
-    for split, train in (("train", True), ("test", False)):
-        x, y = load_arrays(suite.dataset, data_root, train=train, download=download)
-        splits[split] = (_to_model_tensor(x, suite.dataset, suite.input_shape), torch.as_tensor(y).long())
-
-    if suite.permuted:
-        generator = torch.Generator().manual_seed(seed)
-        n_pixels = suite.input_shape[1] * suite.input_shape[2]
-        permutations = [torch.randperm(n_pixels, generator=generator) for _ in range(suite.n_experiences)]
-        experience_classes = [list(range(suite.n_classes)) for _ in range(suite.n_experiences)]
-    else:
-        k = suite.classes_per_experience
-        experience_classes = [list(range(i * k, (i + 1) * k)) for i in range(suite.n_experiences)]
-
-    augment = _augmentation() if suite.augment else None
-    streams: dict[str, list] = {}
-    source_tensors: dict[str, list] = {"train": [], "test": []}
-    for split, (x, y) in splits.items():
-        experiences = []
-        for eid, classes in enumerate(experience_classes):
-            if suite.permuted:
-                flat = x.flatten(2)[:, :, permutations[eid]]
-                x_exp, y_exp = flat.view_as(x), y
-            else:
-                keep = torch.isin(y, torch.tensor(classes))
-                x_exp, y_exp = x[keep], y[keep]
-            task_label = eid if scenario == "task" else 0
-            source_tensors[split].append((x_exp, y_exp, torch.full_like(y_exp, task_label)))
-            experiences.append(
-                tensor_dataset(
-                    x_exp, y_exp,
-                    targets=y_exp.tolist(),
-                    task_labels=[task_label] * len(y_exp),
-                    transform_groups={"train": (augment, None), "eval": (None, None)},
-                    initial_transform_group="train" if split == "train" else "eval",
-                )
-            )
-        streams[split] = experiences
-
-    bm = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=streams["train"], test=streams["test"])))
-    for split, stream in (("train", bm.train_stream), ("test", bm.test_stream)):
-        for experience, tensors in zip(stream, source_tensors[split]):
-            # with_classes_timeline stores sets, but Avalanche's own IncrementalClassifier and
-            # MultiHeadClassifier index tensors with them, which needs a sequence.
-            experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
-            experience.nlbench_tensors = tensors  # (x, y, task) for the fast data path (nlbench.fastpath)
-    return Benchmark(suite, scenario, bm.train_stream, bm.test_stream, experience_classes)

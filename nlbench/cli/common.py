@@ -1,0 +1,81 @@
+"""What every command line shares: one `error:` line and exit code 2 for bad input, exit 130 for
+Ctrl-C, a rich console sized for pipes, and small option parsers."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Iterator, Optional
+
+import typer
+
+from nlbench.errors import UserError
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn bad input into one line and exit code 2, and Ctrl-C into exit code 130."""
+    try:
+        yield
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console; when output is piped (logs, tests) tables get room instead of wrapping at 80."""
+    from rich.console import Console
+
+    made = Console(stderr=stderr)
+    return made if made.is_terminal else Console(stderr=stderr, width=160)
+
+
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_hparams(pairs: list[str]) -> dict[str, str]:
+    """`--hp KEY=VALUE` options -> {key: "value"} (each value is parsed by the strategy's HParam later)."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--hp expects KEY=VALUE, got {pair!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_app(typer_app: typer.Typer, args: Optional[list[str]] = None) -> None:
+    """Run a Typer app as a program: the exit code is the command's, and the parser's own errors
+    (which Click prints as a multi-line usage box) become one `error:` line with exit code 2."""
+    try:  # Typer >= 0.22 carries its own copy of Click; older Typer uses the click package
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+
+    try:
+        code = typer_app(args=args, standalone_mode=False)
+    except getattr(click_errors, "NoArgsIsHelpError", ()) as err:  # `nlbench` alone: the help text
+        err.show()
+        code = err.exit_code
+    except click_errors.UsageError as err:  # BadParameter, NoSuchOption, MissingParameter, ...
+        where = f"; see '{err.ctx.command_path} --help'" if err.ctx is not None else ""
+        typer.echo(f"error: {_one_line(err.format_message()).rstrip('.')}{where}", err=True)
+        code = 2
+    except click_errors.ClickException as err:  # e.g. a file option that cannot be opened
+        typer.echo(f"error: {_one_line(err.format_message())}", err=True)
+        code = err.exit_code
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        typer.echo("interrupted", err=True)
+        code = 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,120 @@
+"""Streams: a suite's data as Avalanche train/test streams (`build_benchmark`) and the `Benchmark`
+record the runner and strategies read. Heavy (torch, Avalanche): imported by the runner, not by
+validation, which needs only `nlbench.data.suites`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nlbench.errors import UserError
+from nlbench.data.suites import Benchmark, SuiteInfo
+
+# Per-channel mean and std of the training sets (standard values for the torchvision datasets).
+_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+
+def _to_model_tensor(x: Any, dataset: str, shape: tuple[int, ...]) -> Any:
+    """uint8 images (N,H,W) or (N,H,W,C), or digits floats, -> normalised float32 (N,C,H,W)."""
+    import torch
+
+    x = torch.as_tensor(x)
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    x = x.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[-1] in (1, 3):
+        x = x.permute(0, 3, 1, 2).contiguous()
+    if dataset in _NORMALISATION:
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _NORMALISATION[dataset])
+        x = (x - mean) / std
+    else:  # digits: values in [0, 1]; centre them like the others
+        x = (x - 0.5) / 0.5
+    assert tuple(x.shape[1:]) == shape, (x.shape, shape)
+    return x
+
+
+def _augmentation() -> Any:
+    """Random crop with 4-pixel padding and horizontal flip on CHW tensors (the standard CIFAR recipe)."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
+
+
+def build_benchmark(
+    suite: SuiteInfo, scenario: str, seed: int, data_root: Path, download: bool = True
+) -> Benchmark:
+    """Load the suite's data and build its Avalanche train/test streams."""
+    import torch
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+    # Private in 0.6 but it is the constructor Avalanche's own tensor benchmarks use.
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset as tensor_dataset,
+    )
+
+    from nlbench.data.readers import load_arrays
+
+    if suite.kind == "sequence":
+        from nlbench.data.bigram import build_bigram_benchmark
+
+        return build_bigram_benchmark(suite, scenario, seed)
+    if scenario not in suite.scenarios:
+        raise UserError(f"scenario {scenario!r} is not available for {suite.name}; valid: {', '.join(suite.scenarios)}")
+
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        x, y = load_arrays(suite.dataset, data_root, train=train, download=download)
+        splits[split] = (_to_model_tensor(x, suite.dataset, suite.input_shape), torch.as_tensor(y).long())
+
+    if suite.permuted:
+        generator = torch.Generator().manual_seed(seed)
+        n_pixels = suite.input_shape[1] * suite.input_shape[2]
+        permutations = [torch.randperm(n_pixels, generator=generator) for _ in range(suite.n_experiences)]
+        experience_classes = [list(range(suite.n_classes)) for _ in range(suite.n_experiences)]
+    else:
+        k = suite.classes_per_experience
+        experience_classes = [list(range(i * k, (i + 1) * k)) for i in range(suite.n_experiences)]
+
+    augment = _augmentation() if suite.augment else None
+    streams: dict[str, list] = {}
+    source_tensors: dict[str, list] = {"train": [], "test": []}
+    for split, (x, y) in splits.items():
+        experiences = []
+        for eid, classes in enumerate(experience_classes):
+            if suite.permuted:
+                flat = x.flatten(2)[:, :, permutations[eid]]
+                x_exp, y_exp = flat.view_as(x), y
+            else:
+                keep = torch.isin(y, torch.tensor(classes))
+                x_exp, y_exp = x[keep], y[keep]
+            task_label = eid if scenario == "task" else 0
+            source_tensors[split].append((x_exp, y_exp, torch.full_like(y_exp, task_label)))
+            experiences.append(
+                tensor_dataset(
+                    x_exp, y_exp,
+                    targets=y_exp.tolist(),
+                    task_labels=[task_label] * len(y_exp),
+                    transform_groups={"train": (augment, None), "eval": (None, None)},
+                    initial_transform_group="train" if split == "train" else "eval",
+                )
+            )
+        streams[split] = experiences
+
+    bm = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=streams["train"], test=streams["test"])))
+    for split, stream in (("train", bm.train_stream), ("test", bm.test_stream)):
+        for experience, tensors in zip(stream, source_tensors[split]):
+            # with_classes_timeline stores sets, but Avalanche's own IncrementalClassifier and
+            # MultiHeadClassifier index tensors with them, which needs a sequence.
+            experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
+            experience.nlbench_tensors = tensors  # (x, y, task) for the fast data path (nlbench.data.fastpath)
+    return Benchmark(suite, scenario, bm.train_stream, bm.test_stream, experience_classes)
