@@ -11,7 +11,7 @@ hyperparameters are the preset's.
 The published numbers themselves, and the verdict `protocol_matches`, live in
 `nlbench.commands.report.published`.
 
-Importing this module is cheap (stdlib only); pandas and the model configs are imported inside the
+The presets are data (`presets/protocols.toml`), read at import. Importing this module is cheap (stdlib only); pandas and the model configs are imported inside the
 functions that need them.
 """
 
@@ -20,9 +20,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from nlbench.errors import UserError
+
+PRESETS = Path(__file__).with_name("presets")  # protocols.toml, published_methods.toml
 
 __all__ = [
     "MethodSettings",
@@ -76,85 +79,49 @@ class Protocol:
         return sorted({m.strategy for m in self.methods})
 
 
-_BEST_ARGS = "aimagelab/mammoth utils/best_args.py, 'seq-cifar10' (commit 0d727a7)"
-_SGD = {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0}  # Mammoth: optim_mom=0, optim_wd=0
+def read_preset(name: str) -> dict[str, Any]:
+    """A data file of `presets/` (TOML) as a dict."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    return tomllib.loads((PRESETS / name).read_text(encoding="utf-8"))
 
 
-def _per_buffer(strategy: str, method: str, make: Any, **kw: Any) -> tuple[MethodSettings, ...]:
-    return tuple(MethodSettings(strategy, method, b, make(b), **kw) for b in (200, 500, 5120))
+def _methods(name: str, entries: list[dict[str, Any]]) -> tuple[MethodSettings, ...]:
+    """[[NAME.methods]] entries -> MethodSettings, one per buffer size for methods with `per_buffer`."""
+    settings = []
+    for entry in entries:
+        common = {k: entry[k] for k in ("strategy", "method", "verified", "source")}
+        note = entry.get("note", "")
+        per_buffer = entry.get("per_buffer")
+        if per_buffer is None:
+            settings.append(MethodSettings(buffer_size=0, hparams=dict(entry["hparams"]), note=note, **common))
+            continue
+        for buffer, extra in per_buffer.items():
+            settings.append(MethodSettings(buffer_size=int(buffer), hparams={**entry["hparams"], **extra}, note=note, **common))
+    return tuple(settings)
 
 
-_DERPP_WEIGHTS = {200: (0.1, 0.5), 500: (0.2, 0.5), 5120: (0.1, 1.0)}  # (alpha, beta) per buffer size
+def _load_protocols() -> dict[str, Protocol]:
+    protocols = {}
+    for name, data in read_preset("protocols.toml").items():
+        protocols[name] = Protocol(
+            name=name, title=data["title"], citation=data["citation"], suite=data["suite"],
+            scenarios=tuple(data["scenarios"]), backbone=data["backbone"], epochs=int(data["epochs"]),
+            batch_size=int(data["batch_size"]), buffer_sizes=tuple(data["buffer_sizes"]),
+            methods=_methods(name, data["methods"]), notes=tuple(data.get("notes", ())),
+        )
+    return protocols
 
-DER2020 = Protocol(
-    name="der2020",
-    title="DER/DER++ protocol on Seq-CIFAR-10 (Class-IL)",
-    citation="Buzzega et al., 'Dark Experience for General Continual Learning: a Strong, Simple Baseline', "
-    "NeurIPS 2020 (arXiv 2004.07211), Table 2; code and best hyperparameters: aimagelab/mammoth",
-    suite="split-cifar10",
-    scenarios=("class",),
-    # Mammoth's seq-cifar10 backbone is `resnet18(nclasses)` = ResNet(BasicBlock, [2, 2, 2, 2], nf=64):
-    # the full-width ResNet-18 with a CIFAR stem (~11M parameters), which is nlbench's `resnet18`.
-    # It is NOT GEM's reduced ResNet-18 (nf=20, nlbench's `reduced-resnet18`, the split-cifar10 suite
-    # default); published.csv says "ResNet-18 (from scratch)" for every Table 2 row.
-    backbone="resnet18",
-    epochs=50,
-    batch_size=32,
-    buffer_sizes=(200, 500, 5120),
-    methods=(
-        MethodSettings("sgd", "SGD (fine-tune)", 0, {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}, True, _BEST_ARGS),
-        MethodSettings(
-            "ewc", "oEWC", 0,
-            {**_SGD, "lr": 0.03, "ewc_mode": "online", "ewc_lambda": 10.0, "decay_factor": 1.0},
-            False, _BEST_ARGS,
-            "best_args.py gives lr 0.03, e_lambda 10, gamma 1, but Mammoth's scripts/reproduce.json target "
-            "runs ewc_on with lr 0.1; and Mammoth's Fisher is a per-sample, p(y|x)-weighted estimate while "
-            "Avalanche's online EWC squares minibatch gradients, so lambda=10 is not on the same scale",
-        ),
-        MethodSettings(
-            "si", "SI", 0, {**_SGD, "lr": 0.03, "si_lambda": 0.5, "xi": 1.0}, True, _BEST_ARGS,
-            "c -> si_lambda, xi -> xi; nlbench's SI clips negative importances to 0 (Mammoth does not)",
-        ),
-        MethodSettings(
-            "lwf", "LwF", 0,
-            {**_SGD, "lr": 0.01, "weight_decay": 0.0005, "lwf_alpha": 3.0, "temperature": 2.0},
-            False, _BEST_ARGS,
-            "best_args.py gives lr 0.01, alpha 3, T 2, wd 5e-4, but Mammoth's reproduce.json target (19.61, "
-            "the Table 2 value) runs lr 0.03; Mammoth's LwF and Avalanche's LwFPlugin also differ in how "
-            "they distill",
-        ),
-        *_per_buffer(
-            "replay", "ER", lambda b: {**_SGD, "lr": 0.1, "mem_size": b}, verified=True, source=_BEST_ARGS,
-            note="Mammoth's ER fills its buffer by reservoir sampling, Avalanche's ReplayPlugin keeps an "
-            "experience-balanced buffer; memory batch = current batch (32) in both",
-        ),
-        *_per_buffer(
-            "agem", "A-GEM", lambda b: {**_SGD, "lr": 0.03, "patterns_per_exp": b // 5, "sample_size": 32},
-            verified=True, source=_BEST_ARGS,
-            note="Mammoth stores buffer_size // n_tasks samples per task: patterns_per_exp = buffer / 5",
-        ),
-        *_per_buffer(
-            "der", "DER++",
-            lambda b: {**_SGD, "lr": 0.03, "mem_size": b, "der_alpha": _DERPP_WEIGHTS[b][0], "der_beta": _DERPP_WEIGHTS[b][1]},
-            verified=True, source=_BEST_ARGS,
-        ),
-        *_per_buffer(
-            "der", "DER", lambda b: {**_SGD, "lr": 0.03, "mem_size": b, "der_alpha": 0.3, "der_beta": 0.0},
-            verified=True, source=_BEST_ARGS, note="DER is DER++ with der_beta = 0",
-        ),
-    ),
-    notes=(
-        "Backbone: the full-width ResNet-18 (nf=64) of Mammoth, nlbench's `resnet18`; the split-cifar10 "
-        "suite's default `reduced-resnet18` (nf=20, GEM's) would not reproduce Table 2.",
-        "Only Class-IL is reproduced: Mammoth reports Task-IL by masking the logits of the class-IL-trained "
-        "model at test time, whereas nlbench's task scenario trains with the task mask (head=mask).",
-        "Learning rates and method weights are the seq-cifar10 entries of Mammoth's utils/best_args.py "
-        "(the authors' grid search); the paper's PDF was not opened to cross-check them.",
-        "Table 2 reports mean and standard deviation over 10 runs.",
-    ),
-)
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (DER2020,)}
+PROTOCOLS: dict[str, Protocol] = _load_protocols()
+DER2020 = PROTOCOLS["der2020"]
+# The published-method table (`published_methods.toml`): the report maps rows with it; here, the
+# hyperparameters that identify a published method among runs of one strategy ("k=v" or "k!=v", ";"-joined).
+PUBLISHED_METHODS: dict[str, dict[str, str]] = read_preset("published_methods.toml")["methods"]
+METHOD_IDENTITY: dict[str, str] = {name: m["identity"] for name, m in PUBLISHED_METHODS.items() if "identity" in m}
 
 
 def get_protocol(name: str) -> Protocol:
@@ -277,16 +244,6 @@ def _present(value: Any) -> bool:
         return not math.isnan(value)
     except TypeError:
         return True
-
-
-# Hyperparameters that identify a published method among runs of one strategy ("k=v" or "k!=v", ";"-joined).
-METHOD_IDENTITY: dict[str, str] = {
-    "oEWC": "ewc_mode=online",
-    "Online EWC": "ewc_mode=online",
-    "EWC": "ewc_mode=separate",
-    "DER": "der_beta=0",
-    "DER++": "der_beta!=0",
-}
 
 
 def _parse_constraints(text: str) -> list[tuple[str, str, str]]:

@@ -19,10 +19,12 @@ from typing import Any, Mapping
 
 from nlbench.core.protocols import (
     METHOD_IDENTITY,
+    PUBLISHED_METHODS,
     _n_experiences,
     _present,
     backbone_descriptor,
     get_protocol,
+    read_preset,
     run_buffer_size,
 )
 from nlbench.errors import UserError
@@ -158,48 +160,12 @@ def protocol_matches(spec_row: Any, published_row: Mapping[str, Any]) -> tuple[b
 # --------------------------------------------------------------------------------------------------
 # Published numbers -> nlbench names
 
-SUITE_OF_BENCHMARK = {
-    "split_cifar10": "split-cifar10",
-    "split_cifar100": "split-cifar100",
-    "split_mnist": "split-mnist",
-    "permuted_mnist": "permuted-mnist",
-}  # rotated_mnist, split_tinyimagenet, core50_nc: no nlbench suite
-SCENARIO_OF = {"class_il": "class", "task_il": "task", "domain_il": "domain"}
-METRIC_OF = {
-    "final_avg_acc": "acc",
-    "forgetting": "forgetting",
-    "bwt": "bwt",
-    "avg_incremental_acc": "avg_inc_acc",
-}  # avg_incremental_acc_excl_first, final_acc_all_classes: not computed by nlbench
-
-_JOINT = ("joint training on all tasks at once; nlbench's cumulative trains incrementally on the growing "
-          "union of the data, a different method, so it is not mapped")
+_MAPPING = read_preset("published_methods.toml")  # data: suites, scenarios, metrics, methods
+SUITE_OF_BENCHMARK: dict[str, str] = _MAPPING["suites"]
+SCENARIO_OF: dict[str, str] = _MAPPING["scenarios"]
+METRIC_OF: dict[str, str] = _MAPPING["metrics"]
 # published method -> (nlbench strategy, note); "" = no nlbench strategy
-METHOD_MAP: dict[str, tuple[str, str]] = {
-    "SGD (fine-tune)": ("sgd", "plain SGD fine-tuning"),
-    "FT (fine-tune, lower bound)": ("sgd", "Mammoth's fine-tuning baseline is plain SGD"),
-    "VAN (fine-tune)": ("sgd", "A-GEM paper's VAN: one model fine-tuned with SGD"),
-    "single (fine-tune)": ("sgd", "GEM paper's 'single': one model fine-tuned with SGD"),
-    "None (lower bound)": ("adam", "van de Ven & Tolias fine-tune with Adam (optimizer not re-checked)"),
-    "None (lower target)": ("adam", "van de Ven et al. fine-tune with Adam (optimizer not re-checked)"),
-    "oEWC": ("ewc", "online EWC (Schwarz et al. 2018): nlbench ewc with ewc_mode=online"),
-    "Online EWC": ("ewc", "online EWC (Schwarz et al. 2018): nlbench ewc with ewc_mode=online"),
-    "EWC": ("ewc", "EWC with one Fisher per task: nlbench ewc with ewc_mode=separate"),
-    "SI": ("si", ""),
-    "PI (SI)": ("si", "PI = path integral = SI"),
-    "LwF": ("lwf", ""),
-    "ER": ("replay", "experience replay; buffer filling policies differ between implementations"),
-    "Online Replay": ("replay", "online (single-pass) experience replay"),
-    "Replay (class-balanced)": ("replay", "class-balanced buffer in the source; Avalanche's default is experience-balanced"),
-    "A-GEM": ("agem", ""),
-    "DER": ("der", "DER = nlbench der with der_beta=0"),
-    "DER++": ("der", ""),
-    "JOINT (upper bound)": ("", _JOINT),
-    "JT (joint, upper bound)": ("", _JOINT),
-    "Joint (upper target)": ("", _JOINT),
-    "Offline (upper bound)": ("", _JOINT),
-    "Multi-task (joint)": ("", _JOINT),
-}
+METHOD_MAP: dict[str, tuple[str, str]] = {name: (m["strategy"], m["note"]) for name, m in PUBLISHED_METHODS.items()}
 
 
 def _our_backbone(text: str, source: str) -> str:
