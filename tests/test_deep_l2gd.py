@@ -14,21 +14,19 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.strategies.deep_l2gd import (
-    CONV_PRESETS,
-    DeepL2GD,
-    DeepL2GDEMA,
+from nlbench.strategies.deep_l2gd.conv import conv_channel_gram, conv_channel_projection_, conv_patch_gram
+from nlbench.strategies.deep_l2gd.ema import DeepL2GDEMA
+from nlbench.strategies.deep_l2gd.functional import (
     augmented_gram,
-    conv_channel_gram,
-    conv_channel_projection_,
-    conv_patch_gram,
     ema_gram_update_,
-    find_head,
     gram_projection_,
     guarded_alpha,
     lambda_max_power_iteration,
     lowrank_projection_,
 )
+from nlbench.strategies.deep_l2gd.optimizer import DeepL2GD
+from nlbench.strategies.deep_l2gd.options import CONV_PRESETS
+from nlbench.strategies.deep_l2gd.recording import find_head
 
 DT = torch.float64
 
