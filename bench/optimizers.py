@@ -27,10 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nlbench.core.backbones import build_backbone  # noqa: E402
-from nlbench.strategies.deep_l2gd import DeepL2GD, DeepL2GDEMA  # noqa: E402
-from nlbench.strategies.dmgd import DeepMomentumGD, DeltaMomentum, Muon  # noqa: E402
-from nlbench.strategies.nested_adam import NestedAdam  # noqa: E402
-from nlbench.strategies.nl_memory import MultiTimescaleMemoryOpt  # noqa: E402
+from nlbench.strategies.deep_l2gd.ema import DeepL2GDEMA  # noqa: E402
+from nlbench.strategies.deep_l2gd.optimizer import DeepL2GD  # noqa: E402
+from nlbench.strategies.dmgd.deep_momentum import DeepMomentumGD  # noqa: E402
+from nlbench.strategies.dmgd.delta_momentum import DeltaMomentum  # noqa: E402
+from nlbench.strategies.dmgd.muon import Muon  # noqa: E402
+from nlbench.strategies.nested_adam.adam import NestedAdam  # noqa: E402
+from nlbench.strategies.nl_memory.optimizer import MultiTimescaleMemoryOpt  # noqa: E402
 
 OPTIMIZERS: dict[str, Callable[[torch.nn.Module, bool], torch.optim.Optimizer]] = {
     "adam": lambda m, conv: torch.optim.Adam(m.parameters(), lr=1e-3),

@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.strategies.dmgd import (DeepMomentumGD, DeltaMomentum, Muon, delta_momentum_update,
-                                     memory_forward, memory_grads, muon_scale, newton_schulz5,
-                                     polar_cubic, value_target)
+from nlbench.strategies.dmgd.deep_momentum import (DeepMomentumGD, memory_forward, memory_grads,
+                                                   value_target)
+from nlbench.strategies.dmgd.delta_momentum import DeltaMomentum, delta_momentum_update
+from nlbench.strategies.dmgd.muon import Muon
+from nlbench.strategies.dmgd.newton_schulz import muon_scale, newton_schulz5, polar_cubic
 
 
 class _NoBias(nn.Module):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.strategies.dmgd import newton_schulz5
-from nlbench.strategies.nested_adam import M3, NestedAdam, is_due, slow_beta2
+from nlbench.strategies.dmgd.newton_schulz import newton_schulz5
+from nlbench.strategies.nested_adam.adam import NestedAdam, is_due, slow_beta2
+from nlbench.strategies.nested_adam.m3 import M3
 
 
 def _mlp(seed: int = 0, dtype=torch.float32) -> nn.Module:

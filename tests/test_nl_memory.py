@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.strategies.nl_memory import (MultiTimescaleMemoryOpt, adaptive_logit_delta,
-                                          blend_weights, compute_depths, effective_gradient,
-                                          interval_from_depth, per_variable_relative_depths,
-                                          sawtooth_lr, should_update)
+from nlbench.strategies.nl_memory.memory import adaptive_logit_delta, blend_weights, effective_gradient
+from nlbench.strategies.nl_memory.optimizer import MultiTimescaleMemoryOpt
+from nlbench.strategies.nl_memory.schedule import (compute_depths, interval_from_depth,
+                                                   per_variable_relative_depths, sawtooth_lr,
+                                                   should_update)
 
 DECAYS = (0.94, 0.994, 0.9999)
 

@@ -1,0 +1,38 @@
+"""Registration of `nested-adam`: Adam whose second moment lives on a slower clock (NL-arXiv
+arXiv:2512.24695 App. B; nlbench math spec ``/work/shared/design/nl-math.md`` Section 8.3).
+
+Registration only: importing this package needs neither torch nor numpy nor Avalanche; the builder
+imports the optimizer module when a run is built. The package, read top-down:
+
+* ``adam``: the slow-clock second moment (pure update ``nested_adam_update_``) and ``NestedAdam``.
+* ``m3``: M3, Multi-scale Momentum Muon (Algorithm 1, Eq 75), not registered.
+
+Both use the step skeleton of ``nlbench.strategies.dmgd.base``.
+"""
+
+from __future__ import annotations
+
+from nlbench.core.registry import HParam, Parts, register_strategy, trainable
+
+
+@register_strategy(
+    "nested-adam",
+    description="Adam whose second moment lives on a slower clock (NL §8)",
+    family="nested-learning",
+    provides_optimizer=True,
+    hparams=(
+        HParam("lr", 1e-3, "float", "learning rate", low=0.0, high=10.0),
+        HParam("v_period", 10, "int", "period of the second-moment clock, in steps", low=1, high=1_000_000),
+        HParam("beta2_mode", "plain", "str", "beta2 per slow update, or beta2^period (same horizon)", choices=("plain", "horizon")),
+        HParam("weight_decay", 0.0, "float", "L2 weight decay", low=0.0, high=1.0),
+    ),
+)
+def build(ctx, hp):
+    from .adam import NestedAdam
+
+    return Parts(
+        optimizer=lambda model, params=None: NestedAdam(
+            trainable(model, params), lr=hp["lr"], v_period=hp["v_period"], beta2_mode=hp["beta2_mode"],
+            weight_decay=hp["weight_decay"],
+        )
+    )
