@@ -5,8 +5,6 @@ Update rule: torch.optim.Adam on the current experience's loss only; nothing pro
 
 from __future__ import annotations
 
-import torch
-
 from nlbench.core.registry import HParam, Parts, register_strategy, trainable
 
 
@@ -20,6 +18,8 @@ from nlbench.core.registry import HParam, Parts, register_strategy, trainable
     provides_optimizer=True,
 )
 def build(ctx, hp):
+    import torch
+
     return Parts(
         optimizer=lambda model, params=None: torch.optim.Adam(
             trainable(model, params), lr=hp["lr"], weight_decay=hp["weight_decay"]

@@ -6,11 +6,11 @@ reference that every method with a bounded memory or none tries to approach.
 
 from __future__ import annotations
 
-from avalanche.training import Cumulative
-
 from nlbench.core.registry import Parts, register_strategy
 
 
 @register_strategy("cumulative", description="train on all data seen so far (upper bound; Avalanche Cumulative)")
 def build(ctx, hp):
+    from avalanche.training import Cumulative
+
     return Parts(template=Cumulative)

@@ -7,8 +7,6 @@ diagonal empirical Fisher at the end of experience k ("separate"), or one runnin
 
 from __future__ import annotations
 
-from avalanche.training.plugins import EWCPlugin
-
 from nlbench.core.registry import HParam, Parts, register_strategy
 
 
@@ -22,5 +20,7 @@ from nlbench.core.registry import HParam, Parts, register_strategy
     ),
 )
 def build(ctx, hp):
+    from avalanche.training.plugins import EWCPlugin
+
     decay = hp["decay_factor"] if hp["ewc_mode"] == "online" else None
     return Parts(plugins=[EWCPlugin(hp["ewc_lambda"], mode=hp["ewc_mode"], decay_factor=decay)])

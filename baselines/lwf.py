@@ -6,8 +6,6 @@ previous model's outputs on the current data acting as soft targets.
 
 from __future__ import annotations
 
-from avalanche.training.plugins import LwFPlugin
-
 from nlbench.core.registry import HParam, Parts, register_strategy
 
 
@@ -20,4 +18,6 @@ from nlbench.core.registry import HParam, Parts, register_strategy
     ),
 )
 def build(ctx, hp):
+    from avalanche.training.plugins import LwFPlugin
+
     return Parts(plugins=[LwFPlugin(alpha=hp["lwf_alpha"], temperature=hp["temperature"])])

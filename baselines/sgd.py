@@ -5,8 +5,6 @@ Update rule: W <- W - lr * (grad + weight_decay * W), optionally with heavy-ball
 
 from __future__ import annotations
 
-import torch
-
 from nlbench.core.registry import HParam, Parts, register_strategy, trainable
 
 
@@ -21,6 +19,8 @@ from nlbench.core.registry import HParam, Parts, register_strategy, trainable
     provides_optimizer=True,
 )
 def build(ctx, hp):
+    import torch
+
     return Parts(
         optimizer=lambda model, params=None: torch.optim.SGD(
             trainable(model, params), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nlbench.baselines.agem import DeviceAGEM, agem_project
+from nlbench.baselines.agem.plugin import DeviceAGEM, agem_project
 
 
 def _run(strategy, benchmark, **kwargs):

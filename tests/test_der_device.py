@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlbench.baselines.der import DeviceDER, DeviceLogitBuffer, group_lengths
+from nlbench.baselines.der.buffer import DeviceLogitBuffer, group_lengths
+from nlbench.baselines.der.strategy import DeviceDER
 
 
 def _run(strategy, benchmark, **kwargs):

@@ -37,7 +37,7 @@ def test_host_draws_reach_the_gpu_unchanged():
 
 
 def test_batches_augmentation_and_replay_never_wait_for_the_gpu(no_host_sync):
-    from nlbench.baselines.der import DeviceLogitBuffer
+    from nlbench.baselines.der.buffer import DeviceLogitBuffer
 
     x = torch.randn(512, 3, 32, 32, device="cuda")
     y = torch.randint(0, 10, (512,), device="cuda")
@@ -56,8 +56,8 @@ def test_batches_augmentation_and_replay_never_wait_for_the_gpu(no_host_sync):
 
 
 def test_rehearsal_memories_live_on_the_gpu(digits):
-    from nlbench.baselines.agem import DeviceAGEM
-    from nlbench.baselines.replay import DeviceReplay
+    from nlbench.baselines.agem.plugin import DeviceAGEM
+    from nlbench.baselines.replay.plugins import DeviceReplay
     from nlbench.core.runner import build_strategy
     from nlbench.core.spec import resolve_spec
 

@@ -1,4 +1,4 @@
-"""Synaptic Intelligence (Zenke, Poole & Ganguli, ICML 2017), as an Avalanche plugin of our own.
+"""`SynapticIntelligence`, our Avalanche plugin for Synaptic Intelligence (Zenke, Poole & Ganguli, ICML 2017).
 
 Path integral, per parameter k, accumulated at every step of experience t:
     omega_k += -g_k * (theta_k(after step) - theta_k(before step))
@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from avalanche.core import SupervisedPlugin
 
-from nlbench.core.registry import HParam, Parts, register_strategy
-
 
 class SynapticIntelligence(SupervisedPlugin):
+    """SI's path integral and quadratic penalty in Avalanche's hooks (the rule: the module docstring)."""
+
     def __init__(self, si_lambda: float, xi: float):
         super().__init__()
         self.si_lambda = si_lambda
@@ -76,15 +76,3 @@ class SynapticIntelligence(SupervisedPlugin):
             gained = (self.path[name] / (delta**2 + self.xi)).clamp_(min=0)
             self.importance[name] = self.importance[name] + gained if name in self.importance else gained
             self.anchor[name] = p.detach().clone()
-
-
-@register_strategy(
-    "si",
-    description="Synaptic Intelligence (path-integral importances; our fix of Avalanche's CPU no-op)",
-    hparams=(
-        HParam("si_lambda", 1.0, "float", "penalty strength c", low=0.0, high=1e9),
-        HParam("xi", 0.1, "float", "damping xi in the importance denominator", low=1e-12, high=1e6),
-    ),
-)
-def build(ctx, hp):
-    return Parts(plugins=[SynapticIntelligence(hp["si_lambda"], hp["xi"])])

@@ -1,14 +1,10 @@
-"""Averaged GEM (Chaudhry, Ranzato, Rohrbach, Elhoseiny, ICLR 2019, "Efficient Lifelong Learning with A-GEM").
+"""A-GEM's projection and `DeviceAGEM`, its plugin for the fast data path (Chaudhry, Ranzato, Rohrbach,
+Elhoseiny, ICLR 2019, "Efficient Lifelong Learning with A-GEM").
 
-An episodic memory keeps `patterns_per_exp` samples of every past experience. Before each training
-step, a reference gradient g_ref is taken on a minibatch of the memory; after the backward pass, if
-the current gradient g conflicts with it (g . g_ref < 0), g is projected onto the half-space where it
-does not increase the memory loss (to first order):
-
-    g <- g - (g . g_ref / g_ref . g_ref) g_ref.
-
-On the stock data path this is Avalanche's AGEMPlugin. On the fast path it is `DeviceAGEM`: the
-same policy with the memory as device tensors and a projection without a host sync.
+After the backward pass, a gradient g that conflicts with the memory's reference gradient g_ref
+(g . g_ref < 0) is projected: g <- g - (g . g_ref / g_ref . g_ref) g_ref. Here the step size is
+computed branch-free (`_agem_alpha`), so the projection never reads a GPU value on the host, and the
+episodic memory is device tensors.
 """
 
 from __future__ import annotations
@@ -18,11 +14,9 @@ from typing import Any
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.models import avalanche_forward
-from avalanche.training.plugins import AGEMPlugin
 from torch import Tensor
 
 from nlbench.data.fastpath import autocast_like, random_rows
-from nlbench.core.registry import HParam, Parts, register_strategy
 
 
 def _agem_alpha(g: Tensor, g_ref: Tensor) -> Tensor:
@@ -133,17 +127,3 @@ class DeviceAGEM(SupervisedPlugin):
             current = random_rows(current, self.patterns_per_exp)
         self.groups.append(current)
         self.cursors = [0] * len(self.groups)
-
-
-@register_strategy(
-    "agem",
-    description="Averaged Gradient Episodic Memory (device memory on the fast path; Avalanche AGEMPlugin on the stock path)",
-    hparams=(
-        HParam("patterns_per_exp", 100, "int", "memory samples kept per experience", low=1, high=1_000_000),
-        HParam("sample_size", 64, "int", "memory samples per reference gradient", low=1, high=1_000_000),
-    ),
-)
-def build(ctx, hp):
-    if ctx.fast_path:
-        return Parts(plugins=[DeviceAGEM(hp["patterns_per_exp"], hp["sample_size"])])
-    return Parts(plugins=[AGEMPlugin(patterns_per_experience=hp["patterns_per_exp"], sample_size=hp["sample_size"])])

@@ -1,27 +1,20 @@
-"""Dark Experience Replay++ (Buzzega et al., NeurIPS 2020), Avalanche's DER strategy.
+"""The DER++ rehearsal buffer on the device (Buzzega et al., NeurIPS 2020, "Dark Experience for
+General Continual Learning").
 
-Class- and domain-incremental only: Avalanche 0.6 computes the buffer's logits with `model(x)`, without
-task labels, so a task-masked or multi-head model cannot be replayed faithfully.
-
-Loss: CE(current) + alpha * ||f(x_m) - z_m||^2 on buffered samples with their stored logits z_m
-+ beta * CE(y_m, f(x_m)) on the same buffer minibatch (beta = 0 gives plain DER). Class-balanced
-reservoir buffer; logits are stored after training on the experience, from unaugmented inputs.
-
-On the fast data path the buffer is `DeviceLogitBuffer` (device tensors, logits computed only for the
-samples kept) and `DeviceDER` draws memory minibatches from it without a DataLoader; on the stock path
-Avalanche's DER runs unchanged.
+DER++ replays buffered samples x_m with the logits z_m the model gave them when they were stored:
+alpha * ||f(x_m) - z_m||^2 + beta * CE(y_m, f(x_m)). `DeviceLogitBuffer` keeps (x, y, t, z) as device
+tensors with Avalanche 0.6's class-balanced reservoir policy, so the fast data path draws its memory
+minibatches without a DataLoader or a host copy.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
-from avalanche.training import DER
 from torch import Tensor
 
-from nlbench.data.fastpath import Augment, TensorBatches, autocast_like, host_to_device
-from nlbench.core.registry import HParam, Parts, register_strategy
+from nlbench.data.fastpath import Augment, TensorBatches, host_to_device
 
 
 def group_lengths(max_size: int, n_groups: int) -> list[int]:
@@ -84,53 +77,3 @@ class DeviceLogitBuffer:
         passes = TensorBatches(columns, batch_size, shuffle=True, augment=augment, drop_last=True)
         while True:  # each pass draws a fresh permutation
             yield from passes
-
-
-class DeviceDER(DER):
-    """Avalanche's DER/DER++ with the buffer and its logits on the device (fast data path only).
-
-    The loss, the joint forward pass and the hooks are Avalanche's; only where the memory lives and
-    how its minibatches are drawn change.
-    """
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.device_buffer = DeviceLogitBuffer(self.mem_size)
-
-    def _before_training_exp(self, **kwargs: Any) -> None:
-        if len(self.device_buffer) >= self.batch_size_mem:
-            self.replay_loader = self.device_buffer.batches(self.batch_size_mem, self.fast_augment)
-        else:
-            self.replay_loader = None
-        super(DER, self)._before_training_exp(**kwargs)  # DER's own would build a DataLoader
-
-    def _after_training_exp(self, **kwargs: Any) -> None:
-        self.replay_loader = None
-        self.device_buffer.update(*self._device_tensors()[:3], self._stored_logits)
-        super(DER, self)._after_training_exp(**kwargs)
-
-    @torch.no_grad()
-    def _stored_logits(self, x: Tensor) -> Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        chunks = []
-        for start in range(0, len(x), self.eval_mb_size):
-            with autocast_like(self):
-                chunks.append(self.model(x[start : start + self.eval_mb_size]).float())
-        self.model.train(was_training)
-        return torch.cat(chunks)
-
-
-@register_strategy(
-    "der",
-    description="DER++: replay of logits and labels (Avalanche DER)",
-    hparams=(
-        HParam("mem_size", 200, "int", "buffer size in samples", low=1, high=10_000_000),
-        HParam("der_alpha", 0.1, "float", "weight of the logit-matching term", low=0.0, high=1e6),
-        HParam("der_beta", 0.5, "float", "weight of the buffered-label CE term (0 = DER)", low=0.0, high=1e6),
-    ),
-    scenarios=("class", "domain"),
-)
-def build(ctx, hp):
-    return Parts(template=DeviceDER if ctx.fast_path else DER,
-                 template_kwargs={"mem_size": hp["mem_size"], "alpha": hp["der_alpha"], "beta": hp["der_beta"]})

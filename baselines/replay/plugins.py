@@ -1,8 +1,8 @@
-"""Experience Replay (Chaudhry et al., 2019 "On Tiny Episodic Memories"), via Avalanche's ReplayPlugin.
+"""The two Experience Replay plugins (Chaudhry et al., 2019 "On Tiny Episodic Memories"): each training
+minibatch is joined by a minibatch of the same size drawn from a buffer of `mem_size` past samples.
 
-Each minibatch of the current experience is concatenated with a minibatch of the same size drawn from
-a class-balanced buffer of `mem_size` past samples (so the effective batch is twice the nominal one:
-account for it when comparing time or learning rates).
+`BufferedReplay` is Avalanche's ReplayPlugin for the stock data path; `DeviceReplay` keeps the buffer
+as device tensors for the fast data path.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import ReplayPlugin
 
 from nlbench.data.fastpath import ReplayBatches, TensorBatches, random_rows
-
-from nlbench.core.registry import HParam, Parts, register_strategy
 
 
 class BufferedReplay(ReplayPlugin):
@@ -49,12 +47,3 @@ class DeviceReplay(SupervisedPlugin):
         keep = self.mem_size // (len(self.groups) + 1)
         self.groups = [tuple(t[:keep] for t in group) for group in self.groups]  # groups are stored shuffled
         self.groups.append(random_rows(current, keep))
-
-
-@register_strategy(
-    "replay",
-    description="experience replay with a rehearsal buffer (Avalanche ReplayPlugin)",
-    hparams=(HParam("mem_size", 200, "int", "buffer size in samples", low=1, high=10_000_000),),
-)
-def build(ctx, hp):
-    return Parts(plugins=[DeviceReplay(hp["mem_size"]) if ctx.fast_path else BufferedReplay(mem_size=hp["mem_size"])])
