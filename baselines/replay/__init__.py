@@ -1,7 +1,7 @@
 """Experience Replay (Chaudhry et al., 2019 "On Tiny Episodic Memories"), via Avalanche's ReplayPlugin.
 
 Each minibatch of the current experience is concatenated with a minibatch of the same size drawn from
-a class-balanced buffer of `mem_size` past samples (so the effective batch is twice the nominal one:
+an experience-balanced buffer of `mem_size` past samples (Avalanche's default storage policy; the effective batch is twice the nominal one:
 account for it when comparing time or learning rates).
 
 The plugins, `DeviceReplay` (fast data path) and `BufferedReplay` (stock path), are in `plugins.py`;

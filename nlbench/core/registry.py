@@ -6,8 +6,11 @@ the pieces of an Avalanche strategy (plugins, an optimizer factory, optionally a
 model transform). Strategies compose with `+`: `deep-l2gd+replay` merges the parts of both, so a
 method never has to know which CL plugin it is combined with. Adding a method touches one file.
 
-Builders import Avalanche lazily (inside the builder) or at module top: this module itself imports
-nothing heavy, so `nlbench --help` stays instant.
+Discovery imports every top-level module or package of `baselines/` and `strategies/` (names starting
+with `_` are skipped; a package's sub-modules are not imported). Those registration modules import no
+torch, numpy or Avalanche at import time: the builders import the method's heavy modules in their bodies.
+So listing strategies and validating a spec (names, hyperparameters, composition) need no torch, and bad
+input is answered at once; `tests/test_layers.py` checks it.
 """
 
 from __future__ import annotations
