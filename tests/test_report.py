@@ -319,3 +319,15 @@ def test_unwritable_report_directory_fails_before_drawing(built, tmp_path):
     result = CliRunner().invoke(app, ["report", str(built["root"]), "--out", str(blocker / "report")])
     assert result.exit_code == 2 and "not writable" in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_report_package_import_is_light():
+    """The CLI imports nlbench.commands.report at startup: no Typer, rich or numeric library on import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nlbench.commands.report; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'rich', 'click', 'pandas', 'numpy', "
+            "'scipy', 'matplotlib', 'seaborn', 'torch'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -1,0 +1,99 @@
+"""Reading stored runs for the report: every finished run under a directory, as one DataFrame.
+
+`load_runs` wraps `nlbench.core.store.load_results`: it adds what the report needs from each
+result.json (first error line, time per experience, memory kind, device), counts a run stored under
+two names once, and separates corrupt runs (skipped, with a message naming the file) and unfinished
+ones (spec.json without a `done` marker). `key_columns` and `add_labels` then name each run's
+configuration. pandas and numpy are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+from nlbench.commands.report.labels import METRICS, SPEC_KEYS, label
+
+
+def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
+    """(runs DataFrame, skip messages, unfinished run dirs); UserError when there is nothing to report.
+
+    Adds to `store.load_results`' columns: `error` (first line), `time_per_exp_s` (mean training time
+    per experience), `peak_memory_kind` and `device`, read from each run's result.json.
+    """
+    import numpy as np
+
+    from nlbench.errors import UserError
+    from nlbench.core.store import DONE, load_results, read_run
+
+    root = Path(results_dir)
+    if not root.exists():
+        raise UserError(f"results directory {root} does not exist; run `nlbench run` first, or give the directory that holds the runs")
+    if not root.is_dir():
+        raise UserError(f"results directory {root} is not a directory")
+    unfinished = sorted(p.parent for p in root.rglob("spec.json") if not (p.parent / DONE).exists())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = load_results(root)
+    skipped = [str(w.message) for w in caught if str(w.message).startswith("skipping ")]
+    for w in caught:
+        if not str(w.message).startswith("skipping "):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if runs.empty:
+        detail = f" ({len(skipped)} corrupt run(s) skipped: {'; '.join(skipped)})" if skipped else ""
+        extra = f"; {len(unfinished)} unfinished run(s) without a '{DONE}' marker" if unfinished else ""
+        raise UserError(f"no finished runs under {root}{detail}{extra}; run `nlbench run --out {root}` first")
+
+    duplicated = runs["run_id"].duplicated(keep="first")
+    for path in runs.loc[duplicated, "path"]:
+        skipped.append(f"skipping {path}: same run id as another stored run (the same spec stored under two names); counted once")
+    runs = runs.loc[~duplicated].reset_index(drop=True)
+
+    errors, times, kinds, devices = [], [], [], []
+    for path in runs["path"]:
+        try:
+            result = read_run(Path(path))[1]
+        except ValueError:
+            result = {}
+        error = result.get("error")
+        errors.append(str(error).strip().splitlines()[0] if error else "")
+        train = [t for t in (result.get("experience_train_time_s") or []) if isinstance(t, (int, float))]
+        times.append(float(np.mean(train)) if train else math.nan)
+        kinds.append(result.get("peak_memory_kind", ""))
+        devices.append(result.get("device", ""))
+    runs["status"] = [s if isinstance(s, str) and s else "unknown" for s in runs["status"]]
+    runs["error"] = errors
+    runs["time_per_exp_s"] = times
+    runs["peak_memory_kind"] = kinds
+    runs["device"] = devices
+    for metric in METRICS:
+        if metric not in runs.columns:
+            runs[metric] = math.nan
+    return runs, skipped, unfinished
+
+
+def unfinished_message(path: Path) -> str:
+    return (f"skipping {path}: it has spec.json but no 'done' marker (a run that was killed or is still being "
+            "written); not counted")
+
+
+def key_columns(runs: Any) -> list[str]:
+    hp = sorted(c for c in runs.columns if c.startswith("hp."))
+    return [c for c in SPEC_KEYS if c in runs.columns] + hp
+
+
+def add_labels(runs: Any, keys: list[str]) -> None:
+    """`_k_<col>` label columns, a per-strategy `config` label and a display `group_label`."""
+    for column in keys:
+        runs[f"_k_{column}"] = [label(v) for v in runs[column]]
+    configs = []
+    varying: dict[tuple, list[str]] = {}
+    for ident, block in runs.groupby(["suite", "scenario", "strategy"], sort=False):
+        varying[ident] = [c for c in keys if c not in ("suite", "scenario", "strategy") and block[f"_k_{c}"].nunique() > 1]
+    for _, row in runs.iterrows():
+        cols = varying[(row["suite"], row["scenario"], row["strategy"])]
+        configs.append("; ".join(f"{c.removeprefix('hp.')}={row[f'_k_{c}']}" for c in cols))
+    runs["config"] = configs
+    runs["group_label"] = [s if not c else f"{s} ({c})" for s, c in zip(runs["strategy"], runs["config"])]
