@@ -57,13 +57,12 @@ def build_report(
     skipped with a warning naming the path (re-issued as `UserWarning`s here, listed in
     `ReportSummary.skipped` / `.unfinished` / `.warnings` and in report.md), and never counted.
     """
-    import pandas as pd
-
     from nlbench.commands.report.published import load_published
     from nlbench.core.store import check_writable
 
     results_dir, out = Path(results_dir), Path(out)
-    runs, skipped, unfinished = load_runs(results_dir)
+    runs, skipped, unfinished = load_runs(results_dir)  # a missing directory is answered before pandas loads
+    import pandas as pd
     check_writable(out)  # before any table or figure is drawn
     for message in skipped:
         warnings.warn(message, UserWarning, stacklevel=2)

@@ -23,16 +23,15 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     Adds to `store.load_results`' columns: `error` (first line), `time_per_exp_s` (mean training time
     per experience), `peak_memory_kind` and `device`, read from each run's result.json.
     """
-    import numpy as np
-
-    from nlbench.errors import UserError
     from nlbench.core.store import DONE, load_results, read_run
+    from nlbench.errors import UserError
 
     root = Path(results_dir)
     if not root.exists():
         raise UserError(f"results directory {root} does not exist; run `nlbench run` first, or give the directory that holds the runs")
     if not root.is_dir():
         raise UserError(f"results directory {root} is not a directory")
+    import numpy as np  # after the checks above: a wrong path is answered without numpy's import time
     unfinished = sorted(p.parent for p in root.rglob("spec.json") if not (p.parent / DONE).exists())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
