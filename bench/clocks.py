@@ -28,8 +28,9 @@ from torch import nn
 from nlbench.data.bigram import SequenceCrossEntropy, make_synth_bigrams
 from nlbench.models import MLP, MLPConfig
 from nlbench.models.transformer import TinyTransformer, TransformerConfig
-from nlbench.strategies.cms import ClockedOptimizer, wire_clocks
-from nlbench.strategies.hope import HopeLM, HopeLMConfig
+from nlbench.strategies.cms.clocks import ClockedOptimizer
+from nlbench.strategies.cms.wiring import wire_clocks
+from nlbench.models.hope import HopeLM, HopeLMConfig
 
 
 def _sync(device: torch.device) -> None:

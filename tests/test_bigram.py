@@ -27,7 +27,8 @@ from nlbench.errors import UserError
 from nlbench.models.transformer import TinyTransformer, TransformerConfig
 from nlbench.core.runner import build_strategy, evaluate_row, run_one
 from nlbench.core.spec import resolve_spec
-from nlbench.strategies.cms import ClockedOptimizer, wire_clocks
+from nlbench.strategies.cms.clocks import ClockedOptimizer
+from nlbench.strategies.cms.wiring import wire_clocks
 from nlbench.data.streams import build_benchmark
 from nlbench.data.suites import SUITES, get_suite
 

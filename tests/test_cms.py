@@ -4,6 +4,8 @@ and the `cms` / `clocked-adam` strategies inside real Avalanche runs."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,14 +19,10 @@ from nlbench.models.transformer import TinyTransformer, TransformerConfig
 from nlbench.core.registry import resolve_hparams, strategies
 from nlbench.core.runner import build_strategy, run_one
 from nlbench.core.spec import resolve_spec
-from nlbench.strategies.cms import (
-    ClockedOptimizer,
-    CMSMLP,
-    CMSMLPConfig,
-    CMSSequential,
-    cms_variant,
-    wire_clocks,
-)
+from nlbench.models.cms import CMSMLP, CMSMLPConfig, CMSSequential
+from nlbench.strategies.cms.clocks import ClockedOptimizer
+from nlbench.strategies.cms.surgery import cms_variant
+from nlbench.strategies.cms.wiring import wire_clocks
 from nlbench.data.streams import build_benchmark
 from nlbench.data.suites import get_suite
 
@@ -262,6 +260,14 @@ def test_strategies_are_registered_with_clock_hyperparameters():
         resolve_hparams("cms+clocked-adam", {})
 
 
+def test_registration_imports_no_heavy_library():
+    """`cms`, `clocked-adam` and `hope` register without torch, numpy or Avalanche: their builders import them."""
+    code = ("import sys; import nlbench.strategies.cms, nlbench.strategies.hope; "
+            "print(sorted(m for m in ('torch', 'numpy', 'avalanche') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_clocked_strategy_with_every_period_one_reproduces_plain_training(digits):
     """P4.2 through the harness: `clocked-adam` with periods=1 gives adam's accuracy matrix, bitwise."""
     plain = run_one(resolve_spec("split-digits", "adam", device="cpu", epochs=1), benchmark=digits)
@@ -326,7 +332,7 @@ def test_cms_with_deep_l2gd_gets_one_deep_l2gd_per_level(digits):
     strategy, _ = build_strategy(spec, digits, torch.device("cpu"))
     optimizer = strategy.optimizer
     assert isinstance(optimizer, ClockedOptimizer) and len(optimizer.bases) == 3
-    from nlbench.strategies.deep_l2gd import DeepL2GD
+    from nlbench.strategies.deep_l2gd.optimizer import DeepL2GD
 
     assert all(isinstance(b, DeepL2GD) for b in optimizer.bases)
     result = run_one(spec, benchmark=digits)

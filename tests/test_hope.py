@@ -8,12 +8,7 @@ import torch
 from torch import nn
 
 from nlbench.data.bigram import build_bigram_benchmark
-from nlbench.data.readers import DEFAULT_DATA_ROOT
-from nlbench.core.registry import strategies
-from nlbench.core.runner import build_strategy, run_one
-from nlbench.core.spec import resolve_spec
-from nlbench.strategies.cms import ClockedOptimizer, wire_clocks
-from nlbench.strategies.hope import (
+from nlbench.models.hope import (
     HopeConfig,
     HopeLM,
     HopeLMConfig,
@@ -22,8 +17,14 @@ from nlbench.strategies.hope import (
     SelfModifyingMemory,
     chunked_delta_update,
     delta_rule_write,
-    hope_for_suite,
 )
+from nlbench.data.readers import DEFAULT_DATA_ROOT
+from nlbench.core.registry import strategies
+from nlbench.core.runner import build_strategy, run_one
+from nlbench.core.spec import resolve_spec
+from nlbench.strategies.cms.clocks import ClockedOptimizer
+from nlbench.strategies.cms.wiring import wire_clocks
+from nlbench.strategies.hope.backbone import hope_for_suite
 from nlbench.data.streams import build_benchmark
 from nlbench.data.suites import get_suite
 

@@ -7,7 +7,7 @@ logits = classifier(LN_f(h))                                    (d -> V, untied 
 defaults: V = 32, L = 32, d = 64, heads = 4, layers = 2
 
 Clock wiring (S000 §5 "Figure 5", nl-math.md 5.1), declared with `clock_level` attributes that
-`nlbench.strategies.cms.wire_clocks(model, periods)` reads: W_q, W_k, W_v, E, P, every LayerNorm and
+`nlbench.strategies.cms.wiring.wire_clocks(model, periods)` reads: W_q, W_k, W_v, E, P, every LayerNorm and
 the head on level 0 (C = 1), W_o on level 1 (C = 8), the FFN (both Linears and biases) on level 2
 (C = 64). With `ffn="cms"` the FFN is a CMSSequential of K residual blocks on levels 0..K-1 (its
 hidden widths split 4d between them) and W_o stays on level 1.
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nlbench.models.cms import CMSSequential
 
 
 FFN_KINDS = ("mlp", "cms")
@@ -100,8 +102,6 @@ class TransformerBlock(nn.Module):
         self.attn = CausalSelfAttention(d, config.n_heads, config.dropout)
         self.cms = config.ffn == "cms"
         if self.cms:
-            from nlbench.strategies.cms import CMSSequential
-
             hidden = max(1, math.ceil(config.ffn_mult * d / config.cms_levels))
             self.ffn = CMSSequential(d, hidden, config.cms_levels, dropout=config.dropout)  # pre-LN residual blocks
         else:

@@ -46,28 +46,20 @@ HopeViT (nl-math.md 9.4, nlbench's own construction): P x P patches -> Linear + 
 readout token appended last (zero content + its own position), Hope blocks, logits from LN(h[:, -1]).
 The patch count is a multiple of the chunk so the readout token sits alone in the last chunk and reads
 the memory written from every patch.
+
+The strategy that builds these for a suite and puts the CMS levels on clocks is `nlbench.strategies.hope`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlbench.errors import UserError
-from nlbench.core.backbones import sequence_length
-from nlbench.core.registry import HParam, Parts, register_strategy
-from nlbench.strategies.cms import (
-    CLOCK_HPARAMS,
-    CMSSequential,
-    clock_plugins,
-    clock_wrapper,
-    replace_backbone,
-)
+from nlbench.models.cms import CMSSequential
 
 __all__ = [
     "HopeBlock",
@@ -79,7 +71,6 @@ __all__ = [
     "SelfModifyingMemory",
     "chunked_delta_update",
     "delta_rule_write",
-    "hope_for_suite",
 ]
 
 N_MEMORIES = 3  # fast memories per head: mem, k, v (index order of the state tensor)
@@ -303,81 +294,3 @@ class HopeViT(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.classifier(self.ln_f(h[:, -1]))  # (B, n_classes)
-
-
-# ==================================================================================================
-# Construction for a suite, backbone entries, strategy
-
-
-def _vit_defaults(image_size: int) -> dict[str, Any]:
-    """nl-math.md 9.4 sizes for 32x32 images (d=128, 4 layers, 64 patches, chunk 8); smaller inputs
-    (28x28 -> 7x7 patches, 8x8 -> 2x2) get 16 patches, d=64, 2 layers, chunk 4 (a few CPU minutes)."""
-    if image_size >= 32:
-        return {"d_model": 128, "n_layers": 4, "chunk": 8}
-    return {"d_model": 64, "n_layers": 2, "chunk": 4}
-
-
-def hope_for_suite(suite: Any, *, chunk: int = 0, d_model: int = 0, n_layers: int = 0, **options: Any) -> nn.Module:
-    """HopeLM for a sequence suite, HopeViT for an image suite. `chunk`, `d_model`, `n_layers`: 0 keeps the
-    default for the suite; `options`: other HopeConfig fields (eta_max, cms_levels, ...)."""
-    overrides = {k: v for k, v in (("chunk", chunk), ("d_model", d_model), ("n_layers", n_layers)) if v}
-    overrides.update(options)
-    if getattr(suite, "kind", "image") == "sequence":
-        return HopeLM(HopeLMConfig(vocab_size=suite.n_classes, max_len=suite.input_shape[0], **overrides))
-    shape = tuple(suite.input_shape)
-    c, s = (1, shape[0]) if len(shape) == 2 else (shape[0], shape[1])
-    return HopeViT(HopeViTConfig(in_channels=c, image_size=s, n_classes=suite.n_classes,
-                                 **{**_vit_defaults(s), **overrides}))
-
-
-def _hope_lm(input_shape: tuple[int, ...], n_classes: int, **kw: Any) -> nn.Module:
-    return HopeLM(HopeLMConfig(vocab_size=n_classes, max_len=sequence_length(input_shape, "hope-lm"), **kw))
-
-
-def _hope_vit(input_shape: tuple[int, ...], n_classes: int, **kw: Any) -> nn.Module:
-    if len(input_shape) not in (2, 3):
-        raise UserError(f"backbone 'hope-vit' needs an image input_shape (C, H, W) or (H, W), got {input_shape}")
-    c, h, w = (1, *input_shape) if len(input_shape) == 2 else input_shape
-    if h != w:
-        raise UserError(f"backbone 'hope-vit' needs square images, got input_shape {input_shape}")
-    return HopeViT(HopeViTConfig(in_channels=c, image_size=h, n_classes=n_classes, **{**_vit_defaults(h), **kw}))
-
-
-# Entries in the format of nlbench.models._REGISTRY, for `--backbone hope-lm` / `--backbone hope-vit` once
-# they are listed there (importing this module imports Avalanche, through the strategy registration).
-BACKBONE_ENTRIES: dict[str, tuple] = {
-    "hope-lm": (
-        "HOPE language model: self-modifying delta-rule memory + CMS per block (d=64, 2 layers; NL §8.3)",
-        _hope_lm, HopeLMConfig, frozenset({"vocab_size", "max_len"}),
-    ),
-    "hope-vit": (
-        "HopeViT: patches + readout token through HOPE blocks (nl-math.md 9.4; d=128/4 layers on 32x32)",
-        _hope_vit, HopeViTConfig, frozenset({"in_channels", "image_size", "n_classes"}),
-    ),
-}  # fmt: skip
-
-
-@register_strategy(
-    "hope",
-    description="HOPE: self-modifying delta-rule memory + CMS levels on clocks (HopeLM / HopeViT backbone)",
-    hparams=(
-        *CLOCK_HPARAMS,
-        HParam("chunk", 0, "int", "inner-loop chunk in tokens (0: 8 for sequences and 32x32 images, else 4)",
-               low=0, high=4096),
-        HParam("eta_max", 0.1, "float", "largest inner write rate eta", low=0.0, high=1.0),
-        HParam("hope_dim", 0, "int", "model width d (0: the suite's default)", low=0, high=4096),
-        HParam("hope_layers", 0, "int", "Hope blocks (0: the suite's default)", low=0, high=64),
-    ),
-    family="nested-learning",
-    wraps_optimizer=True,
-)
-def build_hope(ctx, hp):
-    levels = len(hp["periods"])
-
-    def transform(model: nn.Module) -> nn.Module:
-        hope = hope_for_suite(ctx.suite, chunk=hp["chunk"], d_model=hp["hope_dim"], n_layers=hp["hope_layers"],
-                              eta_max=hp["eta_max"], cms_levels=levels)
-        return replace_backbone(model, hope)
-
-    return Parts(plugins=clock_plugins(hp), optimizer_wrapper=clock_wrapper(hp), model_transform=transform)
-
