@@ -27,7 +27,7 @@ from nlbench.core.registry import HParam, Parts, register_strategy
 )
 def build(ctx, hp):
     if ctx.fast_path:
-        from nlbench.baselines.agem.plugin import DeviceAGEM
+        from .plugin import DeviceAGEM
 
         return Parts(plugins=[DeviceAGEM(hp["patterns_per_exp"], hp["sample_size"])])
     from avalanche.training.plugins import AGEMPlugin

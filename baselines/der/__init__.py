@@ -31,7 +31,7 @@ from nlbench.core.registry import HParam, Parts, register_strategy
 def build(ctx, hp):
     from avalanche.training import DER
 
-    from nlbench.baselines.der.strategy import DeviceDER
+    from .strategy import DeviceDER
 
     return Parts(template=DeviceDER if ctx.fast_path else DER,
                  template_kwargs={"mem_size": hp["mem_size"], "alpha": hp["der_alpha"], "beta": hp["der_beta"]})

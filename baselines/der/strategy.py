@@ -13,7 +13,7 @@ import torch
 from avalanche.training import DER
 from torch import Tensor
 
-from nlbench.baselines.der.buffer import DeviceLogitBuffer
+from .buffer import DeviceLogitBuffer
 from nlbench.data.fastpath import autocast_like
 
 

@@ -19,6 +19,6 @@ from nlbench.core.registry import HParam, Parts, register_strategy
     hparams=(HParam("mem_size", 200, "int", "buffer size in samples", low=1, high=10_000_000),),
 )
 def build(ctx, hp):
-    from nlbench.baselines.replay.plugins import BufferedReplay, DeviceReplay
+    from .plugins import BufferedReplay, DeviceReplay
 
     return Parts(plugins=[DeviceReplay(hp["mem_size"]) if ctx.fast_path else BufferedReplay(mem_size=hp["mem_size"])])

@@ -21,6 +21,6 @@ from nlbench.core.registry import HParam, Parts, register_strategy
     ),
 )
 def build(ctx, hp):
-    from nlbench.baselines.si.plugin import SynapticIntelligence
+    from .plugin import SynapticIntelligence
 
     return Parts(plugins=[SynapticIntelligence(hp["si_lambda"], hp["xi"])])
