@@ -1,0 +1,225 @@
+"""The settings of one sweep: a sweep file (YAML, TOML or JSON), then command-line options over it.
+
+`build_settings` merges the two (the command line wins; `grid` merges per key) and checks every value's
+type, so a bad sweep file or option is one `UserError` line before anything runs. Grid values stay
+as given (CLI text or a file's list): each strategy's declared `HParam` parses them later
+(`nlbench.commands.sweep.plan`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from nlbench.errors import UserError
+
+EXECUTORS = ("local", "ray")
+MAX_SEEDS = 10_000  # a bound on `--seeds 0-N`, so a typo cannot exhaust memory
+
+
+@dataclass
+class SweepSettings:
+    """Everything a sweep command says, after the file and the command line are merged."""
+
+    suite: str = "split-digits"
+    strategy: Optional[tuple[str, ...]] = None  # None: every registered strategy
+    grid: dict[str, Any] = field(default_factory=dict)  # key -> CLI string or list of values
+    seeds: tuple[int, ...] = (0,)
+    name: Optional[str] = None
+    epochs: Optional[int] = None
+    scenario: Optional[str] = None
+    head: Optional[str] = None
+    backbone: Optional[str] = None
+    batch_size: Optional[int] = None
+    protocol: Optional[str] = None
+    data_path: Optional[str] = None
+    amp: Optional[str] = None
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "auto"
+    executor: str = "local"
+    jobs: Optional[int] = None
+    runs_per_gpu: Optional[int] = None
+    cpus_per_run: float = 1.0
+    address: Optional[str] = None
+    retries: int = 2
+    out: Path = Path("results")
+    data_root: Optional[Path] = None
+    download: bool = True
+    retry_failed: bool = True
+
+
+_STR_KEYS = ("suite", "name", "scenario", "head", "backbone", "protocol", "data_path", "amp", "device", "executor", "address")
+_INT_KEYS = ("epochs", "batch_size", "jobs", "runs_per_gpu", "retries")
+CONFIG_KEYS = tuple(f.name for f in fields(SweepSettings))
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_seeds(raw: Any) -> tuple[int, ...]:
+    """`0,1,2`, `0-4` (inclusive), an int, or a list of ints -> a tuple of distinct seeds, in order."""
+    bad = UserError(f"--seeds expects comma-separated non-negative integers or a range like 0-4, got {raw!r}")
+    if isinstance(raw, bool):
+        raise bad
+    if isinstance(raw, int):
+        items: list[Any] = [raw]
+    elif isinstance(raw, str):
+        items = []
+        for part in _split_list(raw):
+            low, dash, high = (p.strip() for p in part.partition("-"))
+            if dash and _is_decimal(low) and _is_decimal(high):
+                low_n, high_n = int(low), int(high)
+                if high_n < low_n:
+                    raise bad
+                if high_n - low_n >= MAX_SEEDS:
+                    raise UserError(f"--seeds {part} gives {high_n - low_n + 1} seeds; at most {MAX_SEEDS} per sweep")
+                items.extend(range(low_n, high_n + 1))
+            else:
+                items.append(part)
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise bad
+    if len(items) > MAX_SEEDS:
+        raise UserError(f"--seeds gives {len(items)} seeds; at most {MAX_SEEDS} per sweep")
+    seeds: dict[int, None] = {}
+    for item in items:
+        try:
+            seed = int(item) if not isinstance(item, (bool, float)) else None
+        except (TypeError, ValueError):
+            seed = None
+        if seed is None or seed < 0:
+            raise bad
+        seeds.setdefault(seed)
+    if not seeds:
+        raise bad
+    return tuple(seeds)
+
+
+def _is_decimal(text: str) -> bool:
+    """Plain ASCII digits (str.isdigit() also accepts '²', which int() rejects)."""
+    return text.isascii() and text.isdecimal()
+
+
+def parse_grid_options(pairs: Sequence[str]) -> dict[str, str]:
+    """`--grid KEY=VALUES` options -> {key: "VALUES"} (values are parsed per strategy later)."""
+    grid: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, values = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise UserError(f"--grid expects KEY=VALUES such as alpha=1e-4,3e-4 or periods=1,8,64:1,16,128, got {pair!r}")
+        if key in grid:
+            raise UserError(f"--grid {key} is given twice; put all its values in one option")
+        grid[key] = values.strip()
+    return grid
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a sweep file (.yaml/.yml, .toml or .json) into a dict of settings keys."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot read sweep file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"sweep file {path} is not UTF-8 text (byte {err.start}); write it as YAML or TOML text") from None
+    except ValueError as err:  # e.g. an embedded NUL in the path
+        raise UserError(f"cannot read sweep file {path!r}: {err}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise UserError(f"reading {path} needs PyYAML (pip install pyyaml); or write the sweep as TOML") from None
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                try:
+                    import tomli as tomllib  # type: ignore[no-redef]
+                except ImportError:
+                    raise UserError(f"reading {path} on Python 3.10 needs tomli (pip install tomli); or use YAML") from None
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise UserError(f"sweep file {path} must end in .yaml, .yml, .toml or .json")
+    except ValueError as err:  # yaml.YAMLError, tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors...
+        raise UserError(f"sweep file {path} is not valid: {_first_line(err)}") from None
+    except RecursionError:
+        raise UserError(f"sweep file {path} is nested too deeply to be a sweep description") from None
+    except Exception as err:  # ...except YAMLError, which is not
+        if type(err).__module__.startswith("yaml"):
+            raise UserError(f"sweep file {path} is not valid YAML: {_first_line(err)}") from None
+        raise
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"sweep file {path} must hold a mapping of settings (suite, strategy, grid, seeds, ...)")
+    normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "strategies" in normalised and "strategy" not in normalised:
+        normalised["strategy"] = normalised.pop("strategies")
+    unknown = sorted(set(normalised) - set(CONFIG_KEYS))
+    if unknown:
+        raise UserError(f"sweep file {path}: unknown key {unknown[0]!r}; valid: {', '.join(CONFIG_KEYS)}")
+    return normalised
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> SweepSettings:
+    """Merge a sweep file's values with the command line's (the command line wins; `grid` merges per key)."""
+    values: dict[str, Any] = {k: v for k, v in file_values.items() if v is not None}
+    file_grid = values.pop("grid", None) or {}
+    if not isinstance(file_grid, dict):
+        raise UserError("'grid' in the sweep file must be a mapping KEY: [values] (or KEY: 'v1,v2')")
+    for key, value in cli_values.items():
+        if value is not None and key != "grid":
+            values[key] = value
+    grid = {str(k): v for k, v in file_grid.items()}
+    grid.update(cli_values.get("grid") or {})
+
+    settings = SweepSettings(grid=grid)
+    for key, value in values.items():
+        if key in _STR_KEYS:
+            if not isinstance(value, str) or not value.strip():
+                raise UserError(f"{key!r} must be a non-empty string, got {value!r}")
+            value = value.strip()
+        elif key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"{key!r} must be an integer, got {value!r}")
+        elif key == "cpus_per_run":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"'cpus_per_run' must be a number, got {value!r}")
+            value = float(value)
+        elif key in ("download", "retry_failed", "compile", "channels_last"):
+            if not isinstance(value, bool):
+                raise UserError(f"{key!r} must be true or false, got {value!r}")
+        elif key in ("out", "data_root"):
+            if not isinstance(value, (str, Path)) or not str(value).strip() or "\0" in str(value):
+                raise UserError(f"{key!r} must be a directory path, got {value!r}")
+            value = Path(value).expanduser()
+        elif key == "strategy":
+            names = _split_list(value) if isinstance(value, str) else [str(v).strip() for v in value] if isinstance(value, (list, tuple)) else None
+            if not names:
+                raise UserError("--strategy is empty; give at least one strategy (comma-separated)")
+            value = tuple(dict.fromkeys(names))
+        elif key == "seeds":
+            value = parse_seeds(value)
+        setattr(settings, key, value)
+    if settings.executor not in EXECUTORS:
+        raise UserError(f"unknown executor {settings.executor!r}; valid: {', '.join(EXECUTORS)}")
+    if settings.name is not None:
+        from nlbench.core.store import check_run_name
+
+        check_run_name(settings.name)
+    return settings
