@@ -115,6 +115,7 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
         else:
             if settings.address:
                 raise UserError("--address joins a Ray cluster; it needs --executor ray")
+            plan_runs(settings, "cpu")  # bad input is answered before torch loads to find the device
             executor, device = _local_executor(settings, workdir)
         planned = plan_runs(settings, device)
         if not planned:
