@@ -31,7 +31,7 @@ from nlbench.errors import UserError
 @dataclass(frozen=True)
 class SuiteInfo:
     name: str
-    dataset: str  # key for nlbench.data.load_arrays
+    dataset: str  # key for nlbench.data.readers.load_arrays
     n_experiences: int
     n_classes: int
     input_shape: tuple[int, ...]  # (C, H, W) as fed to the model

@@ -90,7 +90,14 @@ def figure_acc_forgetting(summary: Any, runs: Any, suite: str, scenario: str, pa
         ax.errorbar(np.arange(len(order))[has_ci], data["value"].to_numpy(dtype=float)[has_ci], yerr=ci[has_ci],
                     fmt="none", ecolor="black", capsize=4, lw=1.2)
         points = seeds.assign(value=100 * seeds[metric].astype(float))
-        sns.stripplot(data=points, x="group_label", y="value", order=order, color="black", size=3.5, jitter=0.15, ax=ax)
+        # seaborn draws the jitter from numpy's global generator: a fixed seed (the caller's state kept) makes
+        # the figure the same on every build of the same runs.
+        state = np.random.get_state()
+        np.random.seed(0)
+        try:
+            sns.stripplot(data=points, x="group_label", y="value", order=order, color="black", size=3.5, jitter=0.15, ax=ax)
+        finally:
+            np.random.set_state(state)
         ax.set_xlabel("strategy (configuration)" if metric == "forgetting" else "")
         ax.set_ylabel(f"{LABELS[metric]} (%)")
         ax.set_title({"acc": "Final average accuracy (ACC, GEM)", "forgetting": "Forgetting (Chaudhry et al.)"}[metric])
