@@ -223,6 +223,31 @@ def evaluate_row(strategy: Any, evaluator: EvaluationPlugin, test_stream: Any) -
     return [found[j] for j in range(len(test_stream))]
 
 
+def run_extras(strategy: Any) -> dict[str, Any]:
+    """What the optimizer and the plugins add to result.json, each under its own key.
+
+    - `clocks`: a multi-clock optimizer's global step and per-level update counts (`clock_summary()`,
+      nl-math.md 10);
+    - `diagnostics`: an optimizer's own measurements (`diagnostics()`, e.g. how often a stabiliser acted);
+    - any plugin with `result_fields()` returns a dict merged in (continual evaluation curves, probes, ...).
+    A key that two sources give is an error: nothing is silently overwritten.
+    """
+    extra: dict[str, Any] = {}
+    optimizer = getattr(strategy, "optimizer", None) if strategy is not None else None
+    for key, method in (("clocks", "clock_summary"), ("diagnostics", "diagnostics")):
+        function = getattr(optimizer, method, None)
+        if callable(function):
+            extra[key] = function()
+    for plugin in getattr(strategy, "plugins", []) if strategy is not None else []:
+        fields = getattr(plugin, "result_fields", None)
+        if callable(fields):
+            for key, value in fields().items():
+                if key in extra:
+                    raise RuntimeError(f"two sources report {key!r} for result.json")
+                extra[key] = value
+    return extra
+
+
 def run_one(
     spec: RunSpec,
     benchmark: Benchmark | None = None,
@@ -272,9 +297,7 @@ def run_one(
         status, error = "failed", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
 
     summary = metrics.summarize(np.array(matrix), np.array(initial)) if len(matrix) == len(benchmark.train_stream) else {}
-    # Multi-clock optimizers report their global step and per-level update counts (nl-math.md 10).
-    clock_summary = getattr(getattr(strategy, "optimizer", None), "clock_summary", None)
-    extra = {"clocks": clock_summary()} if callable(clock_summary) else {}
+    extra = run_extras(strategy)
     return {
         "status": status,
         "error": error,
