@@ -8,6 +8,10 @@ plus the mapping columns built by `map_published`: `suite`, `scenario`, `strateg
 key), `protocol`, `our_backbone`, `value_frac`/`std_frac` (the published percentages as fractions, the
 unit of nlbench's metrics), `spread` (sd or sem) and `mapping_note`. Regenerate it with
 `python -m nlbench.commands.report.published SOURCE.csv`.
+
+`baselines/published-extra.csv` holds rows added inside this repository (same columns as the shared
+source, each with its provenance in `source` and `source_detail`); `load_published` maps them with
+`map_published` and appends them, so they need no regeneration step.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ def published_csv_path() -> Path:
     from importlib.resources import files
 
     return Path(str(files("nlbench.baselines") / "published.csv"))
+
+
+def published_extra_path() -> Path:
+    """baselines/published-extra.csv: published rows added in this repository, in the shared source's columns."""
+    return published_csv_path().with_name("published-extra.csv")
 
 
 def _spec_fields(spec_row: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -260,14 +269,31 @@ def map_published(source: Any) -> Any:
     return pd.DataFrame(rows)
 
 
-def load_published(path: Path | str | None = None) -> Any:
-    """baselines/published.csv as a DataFrame (strings kept as strings, empty cells as '')."""
+_SHIPPED = object()  # load_published's default: the extra rows shipped with the package
+
+
+def load_published(path: Path | str | None = None, extra_path: Any = _SHIPPED) -> Any:
+    """baselines/published.csv as a DataFrame (strings kept as strings, empty cells as '').
+
+    `extra_path` (default: the shipped baselines/published-extra.csv when `path` is not given; None:
+    none) holds rows in the shared source's columns; they are mapped and appended.
+    """
+    import io
+
     import pandas as pd
 
     path = Path(path) if path is not None else published_csv_path()
+    if extra_path is _SHIPPED:
+        extra_path = published_extra_path() if path == published_csv_path() else None
     if not path.exists():
         raise UserError(f"published baselines file {path} is missing")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if extra_path is not None and Path(extra_path).exists():
+        extra = pd.read_csv(extra_path)
+        if len(extra):
+            # Through CSV text, so the extra rows get exactly the types the shipped rows get.
+            mapped = pd.read_csv(io.StringIO(map_published(extra).to_csv(index=False)), dtype=str, keep_default_na=False)
+            table = pd.concat([table, mapped[table.columns]], ignore_index=True)
     for column in ("value_frac", "std_frac", "value", "std"):
         table[column] = pd.to_numeric(table[column].replace("", "nan"), errors="coerce")
     return table
