@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator, Optional
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -25,12 +26,28 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def console(stderr: bool = False) -> Any:
-    """A rich console; when output is piped (logs, tests) tables get room instead of wrapping at 80."""
+def console(stderr: bool = False, wide: int = 160) -> Any:
+    """A rich console; when output is piped (logs, tests) tables get `wide` columns instead of wrapping at 80."""
     from rich.console import Console
 
     made = Console(stderr=stderr)
-    return made if made.is_terminal else Console(stderr=stderr, width=160)
+    return made if made.is_terminal else Console(stderr=stderr, width=wide)
+
+
+# `--log` and `--log-dir`, shared by every command that trains runs (run, sweep, and tune to come).
+LogOption = Annotated[Optional[list[str]], typer.Option(
+    "--log", metavar="TRACKER",
+    help="Log each run to an experiment tracker: tensorboard, wandb or csv (repeatable, or comma-separated). "
+         "Off by default; needs pip install -e '.[track]'.")]
+LogDirOption = Annotated[Optional[Path], typer.Option(
+    "--log-dir", metavar="DIR", help="Where --log writes (DIR/tensorboard, DIR/wandb, DIR/csv); default: logs.")]
+
+
+def tracking_option(log: Optional[list[str]], log_dir: Optional[Path], group: Optional[str] = None) -> Any:
+    """`--log`/`--log-dir` -> a validated `nlbench.core.tracking.Tracking` (false when no tracker is asked for)."""
+    from nlbench.core.tracking import make_tracking
+
+    return make_tracking(log, log_dir.resolve() if log_dir is not None else Path("logs").resolve(), group)
 
 
 def split_list(text: str) -> list[str]:
