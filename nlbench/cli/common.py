@@ -36,11 +36,11 @@ def console(stderr: bool = False, wide: int = 160) -> Any:
 
 # `--log` and `--log-dir`, shared by every command that trains runs (run, sweep, and tune to come).
 LogOption = Annotated[Optional[list[str]], typer.Option(
-    "--log", metavar="TRACKER",
+    "--log",
     help="Log each run to an experiment tracker: tensorboard, wandb or csv (repeatable, or comma-separated). "
-         "Off by default; needs pip install -e '.[track]'.")]
+         "Off by default. tensorboard and wandb need pip install -e '.\\[track]'.")]
 LogDirOption = Annotated[Optional[Path], typer.Option(
-    "--log-dir", metavar="DIR", help="Where --log writes (DIR/tensorboard, DIR/wandb, DIR/csv); default: logs.")]
+    "--log-dir", help="Where --log writes (DIR/tensorboard, DIR/wandb, DIR/csv); default: logs.")]
 
 
 def tracking_option(log: Optional[list[str]], log_dir: Optional[Path], group: Optional[str] = None) -> Any:
@@ -63,6 +63,29 @@ def parse_hparams(pairs: list[str]) -> dict[str, str]:
             raise UserError(f"--hp expects KEY=VALUE, got {pair!r}")
         parsed[key.strip()] = value.strip()
     return parsed
+
+
+def plain_help() -> None:
+    """Help without Typer's type placeholders (`<str>`, `<list[str]>`, `<bool>`, from Typer 0.2x on):
+    an option shows a placeholder only where it declares one (`--hp KEY=VALUE`, `--out DIR`), so the
+    descriptions get the room."""
+    try:
+        from typer.core import TyperArgument, TyperOption
+    except ImportError:  # pragma: no cover - older Typer shows Click's own metavars
+        return
+    for kind in (TyperOption, TyperArgument):
+        if hasattr(kind, "display_type_rich") and not getattr(kind, "_nlbench_plain", False):
+            kind.display_type_rich = lambda self, ctx: self.metavar if isinstance(self, TyperOption) else None
+            kind._nlbench_plain = True
+
+
+def reflow(doc: str | None) -> str:
+    """A docstring as help text: paragraphs kept, each on one line (rich help keeps single line
+    breaks, which would cut sentences where the source wraps)."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 def _one_line(text: str) -> str:

@@ -27,7 +27,7 @@ def run_command(
     protocol: Annotated[Optional[str], typer.Option(help="Published protocol preset (e.g. der2020) pinning backbone, epochs, batch and hyperparameters.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
     download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
-    force: Annotated[bool, typer.Option(help="Re-run even when a finished result with the same spec exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-run even when a finished result with the same spec exists.")] = False,
     data_path: Annotated[str, typer.Option(help="fast (device-resident tensors, the default) or avalanche (Avalanche's stock DataLoader).")] = "fast",
     amp: Annotated[str, typer.Option(help="Mixed precision: none or bf16 (autocast; losses and metrics stay float32).")] = "none",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (worth it on a GPU).")] = False,

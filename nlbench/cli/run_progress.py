@@ -84,10 +84,10 @@ class RunProgress:
         if kind == "loading":
             self.experiences, self.runs = int(info["experiences"]), int(info["total"])
             self._status(f"loading the {info['suite']} data ...")
-            if not self.live:
-                self._line(f"loading {info['suite']}: {self.runs} run(s) x {self.experiences} experiences")
-        elif kind == "loaded":
+        elif kind == "loaded":  # said once the data is there: a data error stays one line
             self._stop_status()
+            if not self.live:
+                self._line(f"loaded {info['suite']}: {self.runs} run(s) x {self.experiences} experiences")
             self._start_bar()
         elif kind == "waiting":
             self._line(f"{self._run_name(info)}: {info['holder']} is running this run; waiting for it")
