@@ -48,8 +48,14 @@ def test_run_writes_results_and_prints_the_table(tmp_path):
         spec = json.loads((run / "spec.json").read_text())
         assert spec["suite"] == "split-digits" and spec["device"] == "cpu"
         assert len(json.loads((run / "result.json").read_text())["accuracy_matrix"]) == 5
+    # Not a terminal: one time-stamped line per finished experience and per finished run, on stderr.
+    assert result.stderr.count("run 1/2 adam: experience") == 5 and "run 2/2 replay: experience 5/5 trained" in result.stderr
+    assert "run 2/2 replay: completed in" in result.stderr and result.stderr.startswith("[0:0")
+    assert "run time s" in result.stdout and "peak MB on CPU: the run's peak resident memory" in result.stdout
     again = runner.invoke(app, args, terminal_width=200)
     assert again.exit_code == 0 and again.output.count("(cached)") == 2
+    assert again.stdout.count("(stored)") == 2 and "its time and memory are the stored run's" in again.stdout
+    assert "run 1/2 adam: cached (completed; the stored run took" in again.stderr and "trained" not in again.stderr
 
 
 def test_hp_override_applies_to_the_strategies_that_declare_it(tmp_path):
@@ -136,3 +142,33 @@ def test_speed_options_reach_the_spec(tmp_path):
     assert (spec["amp"], spec["channels_last"], spec["data_path"], spec["compile"]) == ("bf16", True, "avalanche", False)
     bad = runner.invoke(app, ["run", "--amp", "fp8", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "--amp 'fp8' is not valid; valid: none, bf16" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "report", "list"])
+def test_help_is_plain_at_80_columns(command):
+    """No type placeholders (<str>, <bool>, <list[str]>), and the --grid example is not cut."""
+    import os
+
+    out = subprocess.run(["nlbench", command, "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert out.returncode == 0
+    for placeholder in ("<str>", "<bool>", "<int>", "<path>", "<list", "<float>"):
+        assert placeholder not in out.stdout, placeholder
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80
+    if command == "sweep":
+        assert "(periods=1,8,64:1,16,128)" in out.stdout
+
+
+def test_command_help_keeps_sentences_whole():
+    from nlbench.cli.common import reflow
+    from nlbench.cli.run import run_command
+
+    text = reflow(run_command.__doc__)
+    assert text.count("\n\n") == 1 and "\n" not in text.replace("\n\n", "")
+    assert "1 when a run failed (its error is stored and printed)" in text
+
+
+def test_list_is_at_most_100_columns_when_redirected():
+    out = subprocess.run(["nlbench", "list"], capture_output=True, text=True, check=True).stdout
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 100
+    assert "split-cifar10 (alias split-cifar)" in out and "mem_size=200" in out

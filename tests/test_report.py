@@ -268,6 +268,44 @@ def test_command_line(built, tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "small" / "report.md").exists()
     assert "warning: skipping" in result.output and "result.json" in result.output
     assert "ACC" in result.output and "adam" in result.output
+    # One seed: said plainly, and no interval is promised or drawn anywhere.
+    assert "one seed per configuration" in " ".join(result.output.split()) and "± n/a" not in result.output
+    text = (tmp_path / "reports" / "small" / "report.md").read_text()
+    assert "Every configuration here has one seed (n=1)" in text and "One seed per configuration (n=1)" in text
+    assert "n/a" not in text and "t-interval" not in text and "t = " not in text
+    # --latex: the LaTeX tables, written beside the CSV tables, named in the output.
+    latex = runner.invoke(app, ["report", str(small), "--latex", "--out", str(tmp_path / "tex")])
+    assert latex.exit_code == 0, latex.output
+    assert "LaTeX tables" in latex.output and (tmp_path / "tex" / "tables" / "main_split-digits_class.tex").exists()
+
+
+def _latex_rows(text: str) -> list[list[str]]:
+    body = text.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    return [[c.strip() for c in line.rstrip("\\ ").split(" & ")] for line in body.strip().splitlines()]
+
+
+def test_latex_main_table_mean_ci_and_best_in_bold(built, tmp_path):
+    from nlbench.commands.report.latex import write_latex
+
+    summary = built["report"].summary
+    paths = write_latex(summary, built["report"].comparison, tmp_path)
+    text = (tmp_path / "main_split-digits_class.tex").read_text()
+    assert tmp_path / "main_split-digits_class.tex" in paths
+    assert text.startswith("\\begin{table}") and "\\toprule" in text and "ACC (\\%)" in text
+    rows = _latex_rows(text)
+    header = text.split("\\toprule", 1)[1].split("\\midrule", 1)[0].strip().rstrip("\\ ").split(" & ")
+    acc, forgetting = header.index("ACC (\\%)"), header.index("Forgetting (\\%)")
+    assert len(rows) == len(summary)
+    for (_, row), cells in zip(summary.iterrows(), rows):
+        shown = f"{100 * row['acc_mean']:.1f}" + (f" $\\pm$ {100 * row['acc_ci95']:.1f}" if row["n"] > 1 else "")
+        assert cells[acc] in (shown, f"\\textbf{{{shown}}}")
+        assert ("mem\\_size" in cells[1]) == ("mem_size" in row["config"])  # text is escaped for LaTeX
+    best_acc = max(round(100 * v, 1) for v in summary["acc_mean"])
+    best_forgetting = min(round(100 * v, 1) for v in summary["forgetting_mean"])
+    for (_, row), cells in zip(summary.iterrows(), rows):  # highest ACC, lowest forgetting
+        assert cells[acc].startswith("\\textbf") == (round(100 * row["acc_mean"], 1) == best_acc)
+        assert cells[forgetting].startswith("\\textbf") == (round(100 * row["forgetting_mean"], 1) == best_forgetting)
+    assert "a configuration with one seed shows its single value" in text  # the caption: n is mixed here
 
 
 def test_bad_stored_results_are_each_named_in_a_warning_and_never_counted(built, tmp_path):

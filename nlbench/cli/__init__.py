@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from nlbench.cli.common import run_app
+from nlbench.cli.common import plain_help, reflow, run_app
 from nlbench.cli.listing import list_command
 from nlbench.cli.report import report_command
 from nlbench.cli.run import run_command
@@ -23,10 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("list")(list_command)
-app.command("run")(run_command)
-app.command("sweep")(sweep_command)
-app.command("report")(report_command)
+plain_help()
+for _name, _command in (("list", list_command), ("run", run_command), ("sweep", sweep_command), ("report", report_command)):
+    app.command(_name, help=reflow(_command.__doc__))(_command)
 app.command("run-one", hidden=True)(run_one_command)
 
 

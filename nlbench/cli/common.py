@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator, Optional
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -25,12 +26,28 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def console(stderr: bool = False) -> Any:
-    """A rich console; when output is piped (logs, tests) tables get room instead of wrapping at 80."""
+def console(stderr: bool = False, wide: int = 160) -> Any:
+    """A rich console; when output is piped (logs, tests) tables get `wide` columns instead of wrapping at 80."""
     from rich.console import Console
 
     made = Console(stderr=stderr)
-    return made if made.is_terminal else Console(stderr=stderr, width=160)
+    return made if made.is_terminal else Console(stderr=stderr, width=wide)
+
+
+# `--log` and `--log-dir`, shared by every command that trains runs (run, sweep, and tune to come).
+LogOption = Annotated[Optional[list[str]], typer.Option(
+    "--log",
+    help="Log each run to an experiment tracker: tensorboard, wandb or csv (repeatable, or comma-separated). "
+         "Off by default. tensorboard and wandb need pip install -e '.\\[track]'.")]
+LogDirOption = Annotated[Optional[Path], typer.Option(
+    "--log-dir", help="Where --log writes (DIR/tensorboard, DIR/wandb, DIR/csv); default: logs.")]
+
+
+def tracking_option(log: Optional[list[str]], log_dir: Optional[Path], group: Optional[str] = None) -> Any:
+    """`--log`/`--log-dir` -> a validated `nlbench.core.tracking.Tracking` (false when no tracker is asked for)."""
+    from nlbench.core.tracking import make_tracking
+
+    return make_tracking(log, log_dir.resolve() if log_dir is not None else Path("logs").resolve(), group)
 
 
 def split_list(text: str) -> list[str]:
@@ -46,6 +63,29 @@ def parse_hparams(pairs: list[str]) -> dict[str, str]:
             raise UserError(f"--hp expects KEY=VALUE, got {pair!r}")
         parsed[key.strip()] = value.strip()
     return parsed
+
+
+def plain_help() -> None:
+    """Help without Typer's type placeholders (`<str>`, `<list[str]>`, `<bool>`, from Typer 0.2x on):
+    an option shows a placeholder only where it declares one (`--hp KEY=VALUE`, `--out DIR`), so the
+    descriptions get the room."""
+    try:
+        from typer.core import TyperArgument, TyperOption
+    except ImportError:  # pragma: no cover - older Typer shows Click's own metavars
+        return
+    for kind in (TyperOption, TyperArgument):
+        if hasattr(kind, "display_type_rich") and not getattr(kind, "_nlbench_plain", False):
+            kind.display_type_rich = lambda self, ctx: self.metavar if isinstance(self, TyperOption) else None
+            kind._nlbench_plain = True
+
+
+def reflow(doc: str | None) -> str:
+    """A docstring as help text: paragraphs kept, each on one line (rich help keeps single line
+    breaks, which would cut sentences where the source wraps)."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 def _one_line(text: str) -> str:

@@ -13,21 +13,23 @@ def list_command() -> None:
     from nlbench.core.registry import OPTIMIZER_HPARAMS, strategies
     from nlbench.data.suites import ALIASES, SUITES
 
-    out = console()
+    out = console(wide=100)  # redirected: a readable width (the tables are narrower; long text wraps)
     suites = Table(title="Suites", title_justify="left")
-    for column in ("suite", "scenarios", "exp", "classes", "input", "backbone", "epochs", "batch", "description"):
-        suites.add_column(column)
+    for column in ("suite", "scenarios", "exp", "classes", "input", "backbone", "epochs", "batch"):
+        suites.add_column(column, no_wrap=True)
     aliases = {target: alias for alias, target in ALIASES.items()}
     for info in SUITES.values():
-        name = info.name + (f" (alias {aliases[info.name]})" if info.name in aliases else "")
-        suites.add_row(name, ", ".join(info.scenarios), str(info.n_experiences), str(info.n_classes),
-                       "x".join(map(str, info.input_shape)), info.backbone, str(info.epochs), str(info.batch_size),
-                       info.description)
+        suites.add_row(info.name, ", ".join(info.scenarios), str(info.n_experiences), str(info.n_classes),
+                       "x".join(map(str, info.input_shape)), info.backbone, str(info.epochs), str(info.batch_size))
     out.print(suites)
+    for info in SUITES.values():  # below the table, so the table stays narrow
+        alias = f" (alias {aliases[info.name]})" if info.name in aliases else ""
+        out.print(f"  {info.name}{alias}: {info.description}", highlight=False)
+    out.print()
 
     table = Table(title="Strategies (combine with '+', e.g. ewc+replay)", title_justify="left")
     for column in ("strategy", "family", "hyperparameters (defaults)", "description"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("strategy", "family"))
     for info in strategies().values():
         hparams = list(info.hparams) + ([] if info.provides_optimizer else list(OPTIMIZER_HPARAMS))
         defaults = ", ".join(f"{h.name}={h.default}" for h in hparams) or "-"

@@ -10,6 +10,7 @@ import typer
 
 from nlbench.cli.common import user_errors
 from nlbench.commands.report import DEFAULT_SWEEP_AXES, MISSING, ReportSummary, build_report, mean_ci, unfinished_message
+from nlbench.commands.report.labels import seeds_phrase
 
 
 def print_summary(report: ReportSummary) -> None:
@@ -24,7 +25,7 @@ def print_summary(report: ReportSummary) -> None:
     if summary.empty:
         console.print("No completed run to aggregate.")
     else:
-        table = Table(title=f"{report.results_dir}: mean ± 95% CI over seeds (%)", title_justify="left")
+        table = Table(title=f"{report.results_dir}: {seeds_phrase(summary)} (%)", title_justify="left")
         for column in ("suite", "scenario", "strategy", "config", "n", "ACC", "Forgetting", "BWT"):
             table.add_column(column, justify="right" if column in ("n", "ACC", "Forgetting", "BWT") else "left")
         for _, row in summary.iterrows():
@@ -44,6 +45,9 @@ def print_summary(report: ReportSummary) -> None:
     if report.n_not_completed:
         console.print(f"  {report.n_not_completed} diverged/failed run(s) listed in report.md, not aggregated.", highlight=False)
     console.print(f"  Report: {report.report_md} ({len(report.tables)} tables, {len(report.figures)} figures)", highlight=False)
+    latex = [p for p in report.tables if p.suffix == ".tex"]
+    if latex:
+        console.print(f"  LaTeX tables (booktabs): {', '.join(str(p) for p in latex)}", highlight=False)
 
 
 def report_command(
@@ -53,12 +57,15 @@ def report_command(
              "results root or one run name under it.")] = Path("results"),
     out: Annotated[Optional[Path], typer.Option(
         help="Where to write report.md, tables/ and figures/; default: reports/<name of RESULTS_DIR> "
-             "(relative to the current directory).")] = None,
+             "(relative to the current directory; git-ignored in an nlbench checkout).")] = None,
     sweep_axes: Annotated[str, typer.Option(
         help="Two hyperparameters for the sweep heatmaps, as X,Y; when they do not vary, the hyperparameters that "
              "do vary are used.")] = ",".join(DEFAULT_SWEEP_AXES),
     published: Annotated[Optional[Path], typer.Option(
         help="Published-baselines CSV to compare with; default: the bundled baselines/published.csv.")] = None,
+    latex: Annotated[bool, typer.Option(
+        "--latex", help="Also write the main and published-comparison tables as LaTeX (tables/*.tex): mean ± CI, "
+        "best per column in bold.")] = False,
 ) -> None:
     """Aggregate stored runs over seeds into a report (tables, figures, published numbers side by side)."""
     with user_errors():
@@ -70,7 +77,7 @@ def report_command(
         target = out if out is not None else Path("reports") / (Path(results_dir).resolve().name or "results")
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            report = build_report(Path(results_dir), target, sweep_axes=axes, published=published)
+            report = build_report(Path(results_dir), target, sweep_axes=axes, published=published, latex=latex)
         for message in report.skipped + [unfinished_message(path) for path in report.unfinished]:
             typer.echo(f"warning: {message}", err=True)
         print_summary(report)

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Mapping, Optional
 
 import typer
 
-from nlbench.cli.common import console, parse_hparams, split_list, user_errors
+from nlbench.cli.common import LogDirOption, LogOption, console, parse_hparams, split_list, tracking_option, user_errors
+from nlbench.cli.run_progress import RunProgress
 
 
 def run_command(
@@ -26,11 +27,13 @@ def run_command(
     protocol: Annotated[Optional[str], typer.Option(help="Published protocol preset (e.g. der2020) pinning backbone, epochs, batch and hyperparameters.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset directory (else $NLBENCH_DATA, else ~/.cache/nlbench/data).")] = None,
     download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
-    force: Annotated[bool, typer.Option(help="Re-run even when a finished result with the same spec exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-run even when a finished result with the same spec exists.")] = False,
     data_path: Annotated[str, typer.Option(help="fast (device-resident tensors, the default) or avalanche (Avalanche's stock DataLoader).")] = "fast",
     amp: Annotated[str, typer.Option(help="Mixed precision: none or bf16 (autocast; losses and metrics stay float32).")] = "none",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (worth it on a GPU).")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for image models.")] = False,
+    log: LogOption = None,
+    log_dir: LogDirOption = None,
 ) -> None:
     """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table.
 
@@ -47,13 +50,16 @@ def run_command(
                       protocol=protocol, data_path=data_path, amp=amp, compile=compile, channels_last=channels_last)
         overrides = parse_hparams(hp or [])
         check_device(device)
+        tracking = tracking_option(log, log_dir)
         # Validate everything before torch loads (the device is only known once it has): bad input
         # is answered in well under a second.
         plan_specs(suite, names, overrides, device="cpu", name=name, **fields)
-        specs = plan_specs(suite, names, overrides, device=str(resolve_device(device)), name=name, **fields)
-        check_writable(out)
-        with _RunProgress() as progress:
-            outcomes = run_specs(specs, out, data_root=data_root, download=download, force=force, events=progress.event)
+        with RunProgress() as progress:
+            progress.starting()
+            specs = plan_specs(suite, names, overrides, device=str(resolve_device(device)), name=name, **fields)
+            check_writable(out)
+            outcomes = run_specs(specs, out, data_root=data_root, download=download, force=force, events=progress.event,
+                                 tracking=tracking)
         _print_table(outcomes, out)
         failed = [o for o in outcomes if o.result["status"] != "completed"]
         err = console(stderr=True)
@@ -61,65 +67,6 @@ def run_command(
             err.print(f"[red]{o.spec.strategy}: {o.result['status']}[/red] {str(o.result['error']).splitlines()[0]}")
     if any(o.result["status"] == "failed" for o in outcomes):
         raise typer.Exit(1)
-
-
-class _RunProgress:
-    """Renders `run_specs` events: a status line while data loads, then a bar of experiences over all
-    runs (run i of n, elapsed, remaining); one plain line per finished run when stderr is not a terminal."""
-
-    def __init__(self) -> None:
-        self.console = console(stderr=True)
-        self.progress: Any = None
-        self.status: Any = None
-        self.task: Any = None
-        self.experiences = 1
-
-    def __enter__(self) -> "_RunProgress":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.stop()
-        if self.progress is not None:
-            self.progress.stop()
-
-    def _start_bar(self, total_runs: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("experiences"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=self.console, transient=False, disable=not self.console.is_terminal)
-        self.task = self.progress.add_task("runs", total=total_runs * self.experiences)
-        self.progress.start()
-
-    def event(self, kind: str, info: Mapping[str, Any]) -> None:
-        if kind == "loading":
-            self.experiences = int(info["experiences"])
-            if self.console.is_terminal:  # in a log, the first finished run is the first line
-                self.status = self.console.status(f"loading {info['suite']} ...")
-                self.status.start()
-            self._total = int(info["total"])
-        elif kind == "loaded":
-            if self.status is not None:
-                self.status.stop()
-                self.status = None
-            self._start_bar(self._total)
-        elif kind == "waiting":
-            self.progress.console.print(f"{info['spec'].strategy}: {info['holder']} is running this run; waiting for it",
-                                        highlight=False)
-        elif kind == "started":
-            spec = info["spec"]
-            self.progress.update(self.task, description=f"run {info['index'] + 1}/{info['total']} {spec.strategy:<16}")
-        elif kind == "experience" and info["experience"] > 0:
-            self.progress.advance(self.task)
-        elif kind == "finished":
-            self.progress.update(self.task, completed=(info["index"] + 1) * self.experiences)
-            if not self.console.is_terminal:
-                result, spec = info["result"], info["spec"]
-                acc = (result.get("metrics") or {}).get("acc")
-                what = f"ACC {100 * acc:.1f}%" if acc is not None else str(result.get("status"))
-                self.console.print(f"run {info['index'] + 1}/{info['total']} {spec.strategy}: {result['status']}"
-                                   f"{' (reused from the store)' if info['cached'] else ''}, {what}", highlight=False)
 
 
 def _print_table(outcomes: list, out: Path) -> None:
@@ -132,7 +79,7 @@ def _print_table(outcomes: list, out: Path) -> None:
         title=f"{first.suite}, {first.scenario}-incremental, seed {first.seed}, {first.epochs} epoch(s) per experience",
         title_justify="left",
     )
-    for column in ("strategy", "status", "ACC %", "forgetting %", "BWT %", "time s", "peak MB", "run id"):
+    for column in ("strategy", "status", "ACC %", "forgetting %", "BWT %", "run time s", "peak MB", "run id"):
         table.add_column(column, justify="left" if column in ("strategy", "status", "run id") else "right")
 
     def pct(value: float | None) -> str:
@@ -145,10 +92,33 @@ def _print_table(outcomes: list, out: Path) -> None:
             spec.strategy,
             result["status"] + (" (cached)" if outcome.cached else ""),
             pct(m.get("acc")), pct(m.get("forgetting")), pct(m.get("bwt")),
-            f"{result['wall_time_s']:.1f}", f"{result['peak_memory_mb']:.0f}", spec.run_id[:8],
+            _number(result.get("wall_time_s"), 1) + (" (stored)" if outcome.cached else ""),
+            _number(result.get("peak_memory_mb"), 0) + ("*" if result.get("peak_memory_kind") == "rss_peak_process" else ""),
+            spec.run_id[:8],
         )
     out_console = console()
     out_console.print(table)
     for key in ("acc", "forgetting", "bwt"):
         out_console.print(f"  {DEFINITIONS[key]}", highlight=False)
+    for line in _footnotes(outcomes):
+        out_console.print(f"  {line}", highlight=False)
     out_console.print(f"  Runs stored in {out / first.name}/<run id>/", highlight=False)
+
+
+def _number(value: Any, digits: int) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _footnotes(outcomes: list) -> list[str]:
+    """What the time and memory columns measure, said once under the table."""
+    kinds = {o.result.get("peak_memory_kind") for o in outcomes}
+    lines = ["run time: wall time of the whole run (training and every evaluation)."]
+    if any(o.cached for o in outcomes):
+        lines.append("cached: reused from the store (not trained again); its time and memory are the stored run's.")
+    if "cuda_max_allocated" in kinds:
+        lines.append("peak MB on GPU: the CUDA allocator's peak during the run (tensors only).")
+    if "rss_peak" in kinds:
+        lines.append("peak MB on CPU: the run's peak resident memory (reset at its start), including the Python/PyTorch baseline.")
+    if "rss_peak_process" in kinds:
+        lines.append("peak MB*: the process's peak resident memory so far (this system cannot reset it per run).")
+    return lines

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nlbench.cli.common import user_errors
+from nlbench.cli.common import LogDirOption, LogOption, user_errors
 from nlbench.cli.sweep_display import RichSweepView
 from nlbench.commands.sweep import build_settings, load_config, parse_grid_options, run_child, run_sweep
 
@@ -65,6 +65,8 @@ def sweep_command(
         "method); default: yes. Completed and diverged runs are always kept.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the plan (every run and whether it is already done) and the number of runs; run nothing.")] = False,
+    log: LogOption = None,
+    log_dir: LogDirOption = None,
 ) -> None:
     """Sweep strategies x hyperparameter grid x seeds; resumable: running the same command again skips finished runs.
 
@@ -80,6 +82,7 @@ def sweep_command(
             "channels_last": channels_last, "device": device, "executor": executor, "jobs": jobs,
             "runs_per_gpu": runs_per_gpu, "cpus_per_run": cpus_per_run, "address": address, "retries": retries,
             "out": out, "data_root": data_root, "download": download, "retry_failed": retry_failed,
+            "log": log or None, "log_dir": log_dir,
         }
         code = run_sweep(build_settings(file_values, cli_values), RichSweepView(), dry_run=dry_run)
     if code:
@@ -93,9 +96,12 @@ def run_one_command(
     download: Annotated[bool, typer.Option(help="Download missing datasets when online.")] = True,
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads for this run; default: torch's.")] = None,
     watch_parent: Annotated[bool, typer.Option(help="Exit when the parent process (the sweep) dies.")] = False,
+    tracking: Annotated[Optional[str], typer.Option(help="Experiment trackers to log to, as Tracking JSON.")] = None,
 ) -> None:
     """Run one spec and write it to the results store (the local sweep executor runs this per run)."""
     with user_errors():
+        from nlbench.core.tracking import Tracking
+
         spec, result = run_child(spec_json, out, data_root=data_root, download=download, threads=threads,
-                                 watch_parent=watch_parent)
+                                 watch_parent=watch_parent, tracking=Tracking.from_json(tracking) if tracking else None)
         typer.echo(json.dumps({"run_id": spec.run_id, "status": result["status"]}))

@@ -70,9 +70,10 @@ def plan_specs(
 
 
 def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], download: bool, force: bool,
-              events: Events) -> list[RunOutcome]:
+              events: Events, tracking: Any = None) -> list[RunOutcome]:
     """Run (or reuse) every spec in order. Events: `loading` (suite), `cached`, `waiting` (holder),
-    `started`, `experience` (index), `finished` (result); each carries `spec` and `index`/`total`."""
+    `started`, `experience` (index), `finished` (result); each carries `spec` and `index`/`total`.
+    `tracking` (`nlbench.core.tracking.Tracking`) logs the runs trained here to experiment trackers."""
     from nlbench.core.runner import run_one
     from nlbench.core.store import (
         claim_holder, claim_run, describe_holder, finished_result, process_identity, wait_for_claim, write_run,
@@ -106,7 +107,7 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
                         if kind == "experience":
                             events("experience", {**where, "experience": info["experience"]})
 
-                    result = {**run_one(spec, benchmark=benchmark, progress=on_run_event), **process_identity()}
+                    result = {**run_one(spec, benchmark=benchmark, progress=on_run_event, tracking=tracking), **process_identity()}
                     write_run(out, spec, result)
                     outcomes.append(RunOutcome(spec, result, False))
                     events("finished", {**where, "result": result, "cached": False})

@@ -254,8 +254,10 @@ def run_one(
     data_root: Path | None = None,
     download: bool = True,
     progress: ProgressCallback | None = None,
+    tracking: Any = None,
 ) -> dict[str, Any]:
-    """Train `spec.strategy` over the stream; return the result record (see module docstring)."""
+    """Train `spec.strategy` over the stream; return the result record (see module docstring).
+    `tracking` (a `nlbench.core.tracking.Tracking`) writes the run to experiment trackers as it goes."""
     from nlbench.data.readers import resolve_data_root
 
     notify = progress or (lambda kind, info: None)
@@ -275,9 +277,14 @@ def run_one(
     train_times: list[float] = []
     eval_times: list[float] = []
     status, error = "completed", None
-    strategy = None
+    strategy = tracker = None
     try:
         strategy, evaluator = build_strategy(spec, benchmark, device)
+        if tracking:  # the trackers' libraries load only when asked for
+            from nlbench.core.trackers import RunTracker
+
+            tracker = RunTracker(tracking, spec)
+            strategy.plugins.append(tracker)
         tick = time.perf_counter()
         initial = evaluate_row(strategy, evaluator, benchmark.test_stream)
         eval_times.append(time.perf_counter() - tick)
@@ -298,7 +305,7 @@ def run_one(
 
     summary = metrics.summarize(np.array(matrix), np.array(initial)) if len(matrix) == len(benchmark.train_stream) else {}
     extra = run_extras(strategy)
-    return {
+    result = {
         "status": status,
         "error": error,
         "seed": spec.seed,
@@ -317,3 +324,6 @@ def run_one(
         "finished_at": datetime.now(timezone.utc).isoformat(),
         **extra,
     }
+    if tracker is not None:
+        tracker.finish(result)
+    return result

@@ -48,6 +48,7 @@ def build_report(
     *,
     sweep_axes: tuple[str, ...] = DEFAULT_SWEEP_AXES,
     published: Path | None = None,
+    latex: bool = False,
 ) -> ReportSummary:
     """Read every run under `results_dir` and write report.md, tables/*.csv and figures/*.png to `out`.
 
@@ -97,6 +98,10 @@ def build_report(
         public = [c for c in summary.columns if not c.startswith("_") and c != "group_label"]
         write_csv(summary[public], "summary.csv")
     write_csv(comparison, "published_comparison.csv")
+    if latex and not summary.empty:  # paper tables: tables/main_*.tex, tables/published_comparison.tex
+        from nlbench.commands.report.latex import write_latex
+
+        tables += write_latex(summary, comparison, tables_dir)
     write_csv(runs.loc[runs["status"] != "completed", [c for c in run_cols if c not in METRICS]], "failed_runs.csv")
     if skipped or unfinished:
         write_csv(pd.DataFrame({"problem": skipped + [f"unfinished (no done marker): {p}" for p in unfinished]}), "skipped_runs.csv")

@@ -107,9 +107,13 @@ def figure_acc_forgetting(summary: Any, runs: Any, suite: str, scenario: str, pa
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[s]) for s in palette if s in set(sub["strategy"])]
     names = [s for s in palette if s in set(sub["strategy"])]
     handles += [Line2D([], [], color="black", marker="o", ls="", ms=4), Line2D([], [], color="black", marker="_", ms=12)]
-    names += ["one seed", "95% CI of the mean (Student t)"]
+    names.append("one seed")
+    if np.isfinite(sub[["acc_ci95", "forgetting_ci95"]].to_numpy(dtype=float)).any():  # the legend names only what is drawn
+        names.append("95% CI of the mean (Student t)")
+    handles = handles[: len(names)]
     fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.92), title="strategy")
-    fig.suptitle(f"{scenario_title(suite, scenario)}: ACC and forgetting, mean over seeds")
+    fig.suptitle(f"{scenario_title(suite, scenario)}: ACC and forgetting, "
+                 + ("one seed per configuration" if int(sub["n"].max()) == 1 else "mean over seeds"))
     fig.tight_layout()
     _save(fig, path, figures)
 
@@ -189,7 +193,8 @@ def figure_cost(summary: Any, suite: str, scenario: str, palette: dict, path: Pa
         ax.set_title({"time_per_exp_s": "Accuracy vs training time", "peak_memory_mb": "Accuracy vs peak memory"}[column])
     if axes[1].get_legend() is not None:
         sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1.0), title="strategy")
-    fig.suptitle(f"{scenario_title(suite, scenario)}: cost (mean over seeds; bars: 95% CI of ACC)")
+    fig.suptitle(f"{scenario_title(suite, scenario)}: cost "
+                 + ("(one seed per configuration)" if int(sub["n"].max()) == 1 else "(mean over seeds; bars: 95% CI of ACC)"))
     fig.tight_layout()
     _save(fig, path, figures)
 

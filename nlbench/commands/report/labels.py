@@ -2,7 +2,8 @@
 
 Every number and setting the report shows goes through these helpers, so a value reads the same in
 report.md, the CSV tables and the figures: accuracies as percentages with one decimal, `mean ± CI`
-with `n/a` for a single run, hyperparameters as short stable labels, "-" for anything absent.
+(a single run has no interval and shows its value alone), hyperparameters as short stable labels, "-"
+for anything absent.
 Standard library only.
 """
 
@@ -63,10 +64,20 @@ def pct(value: Any, digits: int = 1) -> str:
 
 
 def mean_ci(mean: Any, ci: Any) -> str:
-    """'51.3 ± 2.0' in percent; 'n/a' for a missing CI (n=1)."""
+    """'51.3 ± 2.0' in percent; '51.3' alone when there is no interval (one seed)."""
     if is_missing(mean):
         return MISSING
-    return f"{pct(mean)} ± {pct(ci) if not is_missing(ci) else 'n/a'}"
+    return f"{pct(mean)} ± {pct(ci)}" if not is_missing(ci) else pct(mean)
+
+
+def seeds_phrase(summary: Any) -> str:
+    """How the tables' values come about: 'mean ± 95% CI over seeds', or plainly one seed when every
+    configuration has n=1 (then nothing is a mean and no interval exists)."""
+    if len(summary) and int(summary["n"].max()) == 1:
+        return "one seed per configuration (n=1): single-run values, no interval"
+    if len(summary) and int(summary["n"].min()) == 1:
+        return "mean ± 95% CI over seeds (a configuration with one seed shows its single value)"
+    return "mean ± 95% CI over seeds"
 
 
 def slug(text: str) -> str:

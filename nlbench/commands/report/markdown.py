@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nlbench.commands.report.labels import LABELS, METRICS, MISSING, is_missing, mean_ci, pct, scenario_title
-from nlbench.commands.report.stats import CONFIDENCE
+from nlbench.commands.report.labels import LABELS, METRICS, MISSING, is_missing, mean_ci, pct, scenario_title, seeds_phrase
+from nlbench.commands.report.stats import CONFIDENCE, t_critical
 
 
 def _md_cell(value: Any) -> str:
@@ -78,7 +78,10 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     lines += [f"- **{LABELS[k]}** (`{k}`): {DEFINITIONS[k]}." for k in METRICS]
     lines.append(f"- Over seeds: mean, sample standard deviation (ddof=1), n, and the {int(100 * CONFIDENCE)}% confidence "
                  "interval of the mean, `mean ± t(0.975, n-1) * std / sqrt(n)` (Student t). Tables show `mean ± CI`; "
-                 "n=1 has no interval (`n/a`). The std is in tables/summary.csv.")
+                 "a configuration with one seed has no interval and shows its single value. The std is in tables/summary.csv.")
+    if not summary.empty and int(summary["n"].max()) == 1:
+        lines.append("- **Every configuration here has one seed (n=1)**: each number is a single run, not a mean, and no "
+                     "interval can be given. Run more seeds (e.g. `nlbench sweep --seeds 0-2`) for confidence intervals.")
     lines += ["", "## Main results", ""]
     if summary.empty:
         lines += ["No completed run: nothing to aggregate.", ""]
@@ -86,7 +89,7 @@ def render_markdown(ctx: dict[str, Any]) -> str:
         lines += [f"### {scenario_title(suite, scenario)}", ""]
         headers, rows = _main_rows(summary, suite, scenario)
         lines += [_md_table(headers, rows), ""]
-        lines.append("Mean ± 95% CI over seeds. ACC: GEM's final average accuracy; forgetting: Chaudhry et al.'s "
+        lines.append(f"{seeds_phrase(summary)[0].upper() + seeds_phrase(summary)[1:]}. ACC: GEM's final average accuracy; forgetting: Chaudhry et al.'s "
                      "(best earlier minus final accuracy, mean over the first T-1 experiences); BWT: GEM's, divided by T-1; "
                      "FWT: against the pre-training row. n: completed runs; excluded runs are in the failed table. "
                      "config: the settings that differ between this strategy's configurations (all of them in tables/summary.csv).")
@@ -135,12 +138,21 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _small_n_note(summary: Any) -> str:
+    """The width of the t-interval at the smallest n that has one; nothing when no configuration has two seeds."""
+    counts = sorted({int(n) for n in summary["n"]} - {1}) if not summary.empty else []
+    if not counts:
+        return ""
+    n = counts[0]
+    return f" With n={n} the t-interval is wide (t = {t_critical(n):.2f}); read overlaps with care." if n <= 5 else ""
+
+
 def _notes(ctx: dict[str, Any]) -> list[str]:
     from nlbench.core.protocols import PROTOCOLS
 
     notes = [
         "Seeds change initialisation and data order only; classes enter in their natural order in every run, "
-        "so the CIs do not cover class-order variation. With n=3 the t-interval is wide (t = 4.30); read overlaps with care.",
+        "so the CIs do not cover class-order variation." + _small_n_note(ctx["summary"]),
         "A run stored under two names counts once (same run id). Corrupt or truncated run files are skipped with a warning and never counted.",
         "Peak memory on CPU is the process's peak resident set size, which includes the Python/PyTorch baseline; on GPU it is "
         "the allocator's peak. Time per experience is training time only (evaluation excluded).",

@@ -33,7 +33,8 @@ def _exit_when_orphaned(interval_s: float = 1.0) -> None:
 
 
 def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, download: bool = True,
-              threads: Optional[int] = None, watch_parent: bool = False) -> tuple[Any, dict[str, Any]]:
+              threads: Optional[int] = None, watch_parent: bool = False,
+              tracking: Any = None) -> tuple[Any, dict[str, Any]]:
     """Run the spec stored in `spec_json` and write it to the store under `out`; return (spec, result).
 
     Raises UserError when the file cannot be read or does not describe a run, or the store is not writable.
@@ -59,7 +60,7 @@ def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, d
     if threads:
         torch.set_num_threads(threads)
     check_writable(out)
-    result = {**run_one(spec, data_root=data_root, download=download), **process_identity()}  # who trained it
+    result = {**run_one(spec, data_root=data_root, download=download, tracking=tracking), **process_identity()}  # who trained it
     # Temporary files left by a writer that was killed mid-write: this process owns the run now
     # (the sweep that started it holds the run's claim and handed it down).
     for stale in run_dir(out, spec).glob(".*.tmp"):

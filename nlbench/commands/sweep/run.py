@@ -118,6 +118,10 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
             plan_runs(settings, "cpu")  # bad input is answered before torch loads to find the device
             executor, device = _local_executor(settings, workdir)
         planned = plan_runs(settings, device)
+        if settings.log:  # experiment trackers; absolute, since Ray workers run elsewhere
+            from nlbench.core.tracking import make_tracking
+
+            executor.tracking = make_tracking(settings.log, Path(settings.log_dir or "logs").resolve())
         if not planned:
             raise UserError("the sweep is empty")
         # The done markers' stamps as read now: a run another process stores after this point is

@@ -49,6 +49,8 @@ class SweepSettings:
     data_root: Optional[Path] = None
     download: bool = True
     retry_failed: bool = True
+    log: tuple[str, ...] = ()  # experiment trackers (`--log`): tensorboard, wandb, csv
+    log_dir: Optional[Path] = None  # their directory; default: logs
 
 
 _STR_KEYS = ("suite", "name", "scenario", "head", "backbone", "protocol", "data_path", "amp", "device", "executor", "address")
@@ -204,7 +206,11 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
         elif key in ("download", "retry_failed", "compile", "channels_last"):
             if not isinstance(value, bool):
                 raise UserError(f"{key!r} must be true or false, got {value!r}")
-        elif key in ("out", "data_root"):
+        elif key == "log":
+            from nlbench.core.tracking import parse_trackers
+
+            value = parse_trackers(value)
+        elif key in ("out", "data_root", "log_dir"):
             if not isinstance(value, (str, Path)) or not str(value).strip() or "\0" in str(value):
                 raise UserError(f"{key!r} must be a directory path, got {value!r}")
             value = Path(value).expanduser()

@@ -137,6 +137,7 @@ class LocalExecutor:
     """One subprocess per run, at most `plan.jobs` at once; see the module docstring."""
 
     name = "local"
+    tracking: Any = None  # a `Tracking` the children log to (`--log`)
 
     def __init__(self, plan: LocalPlan, *, workdir: Path, data_root: Path | None = None, download: bool = True,
                  poll_s: float = 0.1):
@@ -156,6 +157,8 @@ class LocalExecutor:
             cmd += ["--data-root", str(Path(self.data_root).resolve())]
         if not self.download:
             cmd.append("--no-download")
+        if self.tracking:
+            cmd += ["--tracking", self.tracking.to_json()]
         return cmd
 
     def child_env(self, slot: str | None) -> dict[str, str]:

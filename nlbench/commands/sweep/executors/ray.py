@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 from nlbench.commands.sweep.executors.common import ClaimQueue, Events, failed_result
 
 
-def _ray_task(spec_json: str, data_root: str | None, download: bool, threads: int) -> dict[str, Any]:
+def _ray_task(spec_json: str, data_root: str | None, download: bool, threads: int,
+              tracking_json: str | None = None) -> dict[str, Any]:
     """Runs inside a Ray worker: train one spec and return its result (the driver writes it)."""
     import torch
 
@@ -28,7 +29,12 @@ def _ray_task(spec_json: str, data_root: str | None, download: bool, threads: in
 
     torch.set_num_threads(max(1, threads))
     spec = RunSpec.from_dict(json.loads(spec_json))
-    result = run_one(spec, data_root=Path(data_root) if data_root else None, download=download)
+    tracking = None
+    if tracking_json:
+        from nlbench.core.tracking import Tracking
+
+        tracking = Tracking.from_json(tracking_json)
+    result = run_one(spec, data_root=Path(data_root) if data_root else None, download=download, tracking=tracking)
     return {**result, "pid": os.getpid(), "host": socket.gethostname()}  # who trained it
 
 
@@ -44,6 +50,7 @@ class RayExecutor:
     """Plain Ray tasks with fractional GPUs and retries; see the module docstring."""
 
     name = "ray"
+    tracking: Any = None  # a `Tracking` the tasks log to (`--log`)
 
     def __init__(self, *, address: str | None = None, jobs: int | None = None, runs_per_gpu: int | None = None,
                  cpus_per_run: float = 1.0, retries: int = 2, data_root: Path | None = None, download: bool = True):
@@ -153,7 +160,8 @@ class RayExecutor:
                     spec = queue.next()
                     if spec is None:
                         break
-                    ref = remote.remote(spec.to_json(), data_root, self.download, threads)
+                    ref = remote.remote(spec.to_json(), data_root, self.download, threads,
+                                        self.tracking.to_json() if self.tracking else None)
                     in_flight[ref] = (spec, time.perf_counter())
                     events.started(spec, "ray")
                 if not in_flight:
