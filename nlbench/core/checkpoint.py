@@ -217,6 +217,27 @@ class Progress:
     resumed_after: list = field(default_factory=list)
 
 
+def _grow(strategy: Any, done: list, test_stream: Any) -> None:
+    """Replay the run's model adaptations in its order, so the model and the optimizer have the
+    structure the saved states were taken from: Avalanche's dynamic modules (one head per task) add
+    units when evaluated on an experience as well as when trained on it, and `make_optimizer` gives
+    the parameters new at each training experience their own group. Weights drawn here are overwritten."""
+    def evaluated() -> None:
+        strategy.model.eval()
+        for experience in test_stream:
+            strategy.experience = experience
+            strategy.model = strategy.model_adaptation()
+
+    evaluated()  # the pre-training row
+    for experience in done:
+        strategy.experience = experience
+        strategy.model.train()
+        strategy.model = strategy.model_adaptation()
+        strategy.make_optimizer()
+        evaluated()
+    strategy.experience = None
+
+
 class Checkpoints:
     """The checkpoints of one run in `directory` (see the module docstring)."""
 
@@ -300,24 +321,19 @@ class Checkpoints:
         warnings.warn(f"ignoring the checkpoint {self.path}: {why}; the run starts from zero", stacklevel=4)
         return None
 
-    def resume(self, strategy: Any, train_stream: Any) -> Progress | None:
+    def resume(self, strategy: Any, benchmark: Any) -> Progress | None:
         """Restore `strategy` (freshly built) to the last checkpoint; None when there is none to use.
 
-        The model's structure is first grown as training grew it (task heads added by Avalanche's model
-        adaptation, the optimizer's groups for them), then every state is loaded, the RNGs last.
+        The model's structure is first grown as the run grew it (`_grow`), then every state is loaded,
+        the RNGs last.
         """
         if self._disable_for(strategy):
             return None
         state = self._read(strategy)
         if state is None:
             return None
-        done = [train_stream[k] for k in range(state["experiences_done"])]
-        for experience in done:
-            strategy.experience = experience
-            strategy.model.train()
-            strategy.model = strategy.model_adaptation()
-            strategy.make_optimizer()
-        strategy.experience = None
+        done = [benchmark.train_stream[k] for k in range(state["experiences_done"])]
+        _grow(strategy, done, benchmark.test_stream)
         strategy.model.load_state_dict(state["model"])
         strategy.optimizer.load_state_dict(state["optimizer"])
         adapter = TEMPLATE_ADAPTERS.get(_qualname(_template(strategy)))

@@ -285,7 +285,7 @@ def run_one(
     resumed_after: list[int] = []
     try:
         strategy, evaluator = build_strategy(spec, benchmark, device)
-        resumed = checkpoints.resume(strategy, benchmark.train_stream) if checkpoints is not None else None
+        resumed = checkpoints.resume(strategy, benchmark) if checkpoints is not None else None
         if resumed is not None:  # the rows, timings and RNG states of the killed run continue
             matrix, initial, train_times, eval_times = resumed.matrix, resumed.initial, resumed.train_times, resumed.eval_times
             started, started_at, resumed_after = time.perf_counter() - resumed.wall_time_s, resumed.started_at, resumed.resumed_after
