@@ -127,3 +127,14 @@ class DeviceAGEM(SupervisedPlugin):
             current = random_rows(current, self.patterns_per_exp)
         self.groups.append(current)
         self.cursors = [0] * len(self.groups)
+
+    def state_dict(self) -> dict:
+        """The episodic memory, its cursors and the projection count, for checkpoints inside a run
+        (nlbench.core.checkpoint). `reference_gradients` is left out: it is recomputed before every use."""
+        return {"groups": [list(group) for group in self.groups], "cursors": list(self.cursors),
+                "projections": self.projections}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.groups = [tuple(group) for group in state["groups"]]
+        self.cursors = list(state["cursors"])
+        self.projections = state["projections"]

@@ -68,6 +68,15 @@ class DeviceLogitBuffer:
                 name: torch.cat([fresh[name], old[name].index_select(0, old_rows)]) for name in self.COLUMNS
             }
 
+    def state_dict(self) -> dict:
+        """The buffer's columns per class (logits and reservoir weights included), for checkpoints
+        inside a run (nlbench.core.checkpoint)."""
+        return {"max_size": self.max_size, "groups": {label: dict(group) for label, group in self.groups.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.max_size = state["max_size"]
+        self.groups = {label: dict(group) for label, group in state["groups"].items()}
+
     def batches(self, batch_size: int, augment: Augment | None) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Endless (x, y, t, logits) minibatches: Avalanche's shuffled, drop-last DataLoader, cycled.
 

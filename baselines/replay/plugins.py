@@ -47,3 +47,10 @@ class DeviceReplay(SupervisedPlugin):
         keep = self.mem_size // (len(self.groups) + 1)
         self.groups = [tuple(t[:keep] for t in group) for group in self.groups]  # groups are stored shuffled
         self.groups.append(random_rows(current, keep))
+
+    def state_dict(self) -> dict:
+        """The buffer, for checkpoints inside a run (nlbench.core.checkpoint)."""
+        return {"groups": [list(group) for group in self.groups]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.groups = [tuple(group) for group in state["groups"]]

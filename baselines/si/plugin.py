@@ -76,3 +76,12 @@ class SynapticIntelligence(SupervisedPlugin):
             gained = (self.path[name] / (delta**2 + self.xi)).clamp_(min=0)
             self.importance[name] = self.importance[name] + gained if name in self.importance else gained
             self.anchor[name] = p.detach().clone()
+
+    def state_dict(self) -> dict:
+        """Omega and theta*, for checkpoints inside a run (nlbench.core.checkpoint); omega and the
+        experience's start are reset before every experience."""
+        return {"importance": dict(self.importance), "anchor": dict(self.anchor)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.importance = dict(state["importance"])
+        self.anchor = dict(state["anchor"])

@@ -73,10 +73,13 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
               events: Events, tracking: Any = None) -> list[RunOutcome]:
     """Run (or reuse) every spec in order. Events: `loading` (suite), `cached`, `waiting` (holder),
     `started`, `experience` (index), `finished` (result); each carries `spec` and `index`/`total`.
-    `tracking` (`nlbench.core.tracking.Tracking`) logs the runs trained here to experiment trackers."""
+    `tracking` (`nlbench.core.tracking.Tracking`) logs the runs trained here to experiment trackers; a run
+    trained here checkpoints after each experience into its run directory and resumes from there."""
+    from nlbench.core.checkpoint import checkpoint_dir, discard
     from nlbench.core.runner import run_one
     from nlbench.core.store import (
-        claim_holder, claim_run, describe_holder, finished_result, process_identity, wait_for_claim, write_run,
+        claim_holder, claim_run, describe_holder, finished_result, process_identity, run_dir, wait_for_claim,
+        write_run,
     )
     from nlbench.data.readers import resolve_data_root
     from nlbench.data.streams import build_benchmark
@@ -107,8 +110,10 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
                         if kind == "experience":
                             events("experience", {**where, "experience": info["experience"]})
 
-                    result = {**run_one(spec, benchmark=benchmark, progress=on_run_event, tracking=tracking), **process_identity()}
+                    result = {**run_one(spec, benchmark=benchmark, progress=on_run_event, tracking=tracking,
+                                        checkpoint_dir=checkpoint_dir(run_dir(out, spec))), **process_identity()}
                     write_run(out, spec, result)
+                    discard(run_dir(out, spec))
                     outcomes.append(RunOutcome(spec, result, False))
                     events("finished", {**where, "result": result, "cached": False})
                     continue

@@ -34,6 +34,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from nlbench.core import metrics
+from nlbench.core.checkpoint import Checkpoints, Progress
 from nlbench.data.fastpath import Autocast, FastDataPath, random_crop_flip
 from nlbench.core.backbones import build_backbone
 from nlbench.core.device import resolve_device
@@ -255,9 +256,13 @@ def run_one(
     download: bool = True,
     progress: ProgressCallback | None = None,
     tracking: Any = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train `spec.strategy` over the stream; return the result record (see module docstring).
-    `tracking` (a `nlbench.core.tracking.Tracking`) writes the run to experiment trackers as it goes."""
+
+    `tracking` (a `nlbench.core.tracking.Tracking`) writes the run to experiment trackers as it goes. With
+    `checkpoint_dir`, the state after each experience but the last is saved there, and a run killed
+    earlier resumes after its last saved experience (`nlbench.core.checkpoint`)."""
     from nlbench.data.readers import resolve_data_root
 
     notify = progress or (lambda kind, info: None)
@@ -278,17 +283,26 @@ def run_one(
     eval_times: list[float] = []
     status, error = "completed", None
     strategy = tracker = None
+    checkpoints = Checkpoints(checkpoint_dir, spec, environment()) if checkpoint_dir is not None else None
+    resumed_after: list[int] = []
     try:
         strategy, evaluator = build_strategy(spec, benchmark, device)
-        if tracking:  # the trackers' libraries load only when asked for
+        if tracking:  # the trackers' libraries load only when asked for; not part of the run's state
             from nlbench.core.trackers import RunTracker
 
             tracker = RunTracker(tracking, spec)
             strategy.plugins.append(tracker)
-        tick = time.perf_counter()
-        initial = evaluate_row(strategy, evaluator, benchmark.test_stream)
-        eval_times.append(time.perf_counter() - tick)
+        resumed = checkpoints.resume(strategy, benchmark) if checkpoints is not None else None
+        if resumed is not None:  # the rows, timings and RNG states of the killed run continue
+            matrix, initial, train_times, eval_times = resumed.matrix, resumed.initial, resumed.train_times, resumed.eval_times
+            started, started_at, resumed_after = time.perf_counter() - resumed.wall_time_s, resumed.started_at, resumed.resumed_after
+        else:
+            tick = time.perf_counter()
+            initial = evaluate_row(strategy, evaluator, benchmark.test_stream)
+            eval_times.append(time.perf_counter() - tick)
         for experience in benchmark.train_stream:
+            if experience.current_experience < len(matrix):
+                continue  # trained before the checkpoint it resumed from
             notify("experience", {"spec": spec, "experience": experience.current_experience})
             tick = time.perf_counter()
             strategy.train(experience)
@@ -296,6 +310,9 @@ def run_one(
             tick = time.perf_counter()
             matrix.append(evaluate_row(strategy, evaluator, benchmark.test_stream))
             eval_times.append(time.perf_counter() - tick)
+            if checkpoints is not None and len(matrix) < len(benchmark.train_stream):
+                checkpoints.save(strategy, Progress(matrix, initial, train_times, eval_times,
+                                                    time.perf_counter() - started, started_at, resumed_after))
     except Diverged as err:
         status, error = "diverged", str(err)
     except (KeyboardInterrupt, SystemExit):
@@ -322,6 +339,7 @@ def run_one(
         "environment": environment(),
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(),
+        **({"resumed_after": resumed_after} if resumed_after else {}),
         **extra,
     }
     if tracker is not None:

@@ -54,16 +54,19 @@ def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, d
 
     import torch
 
+    from nlbench.core.checkpoint import checkpoint_dir, discard
     from nlbench.core.runner import run_one
     from nlbench.core.store import check_writable, process_identity, run_dir, write_run
 
     if threads:
         torch.set_num_threads(threads)
     check_writable(out)
-    result = {**run_one(spec, data_root=data_root, download=download, tracking=tracking), **process_identity()}  # who trained it
+    result = {**run_one(spec, data_root=data_root, download=download, tracking=tracking,
+                        checkpoint_dir=checkpoint_dir(run_dir(out, spec))), **process_identity()}  # who trained it
     # Temporary files left by a writer that was killed mid-write: this process owns the run now
     # (the sweep that started it holds the run's claim and handed it down).
     for stale in run_dir(out, spec).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     write_run(out, spec, result)
+    discard(run_dir(out, spec))
     return spec, result
