@@ -5,8 +5,9 @@
 One training step = forward + backward + optimizer step (zero_grad included), on a fixed batch.
 All optimizers of a workload are timed in one process, interleaved step by step, from identical
 initial weights, after warm-up steps (DeepL2GD needs one to fill its statistics). Printed: median
-and minimum milliseconds per step and the ratio of medians to Adam. Target: DeepL2GD (Adam base) at
-most 1.3x Adam on the MLP.
+and minimum milliseconds per step and the ratio of medians to Adam and to plain SGD. Targets on the
+MLP: DeepL2GD (Adam base) at most 1.3x Adam; the fused DeepL2GD+SGD (nl-math.md 1.3,
+strategies/deep_l2gd/fused.py) at most 1.05x SGD.
 
 Workloads: `mlp` = MLP 784-400-400-10 at batch 128; `resnet` = reduced ResNet-18 (nf=20) on
 CIFAR-shaped input at batch 32 (DeepL2GD with its conv channel-covariance projection).
@@ -37,8 +38,10 @@ from nlbench.strategies.nl_memory.optimizer import MultiTimescaleMemoryOpt  # no
 
 OPTIMIZERS: dict[str, Callable[[torch.nn.Module, bool], torch.optim.Optimizer]] = {
     "adam": lambda m, conv: torch.optim.Adam(m.parameters(), lr=1e-3),
+    "sgd": lambda m, conv: torch.optim.SGD(m.parameters(), lr=1e-2),
     "deep-l2gd (adam)": lambda m, conv: DeepL2GD(m, lr=1e-3, alpha=1e-4, base="adam", conv=conv),
     "deep-l2gd (sgd)": lambda m, conv: DeepL2GD(m, lr=1e-2, alpha=1e-4, base="sgd", conv=conv),
+    "deep-l2gd (sgd-fused)": lambda m, conv: DeepL2GD(m, lr=1e-2, alpha=1e-4, base="sgd", conv=conv, fused=True),
     "deep-l2gd-ema": lambda m, conv: DeepL2GDEMA(m, lr=1e-3, alpha=1e-4, base="adam", conv=conv),
     "nested-adam": lambda m, conv: NestedAdam(m.parameters(), lr=1e-3, v_period=10),
     "nl-memory": lambda m, conv: MultiTimescaleMemoryOpt(m.parameters(), lr=1e-3, model=m),
@@ -53,7 +56,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(workload: str, device: torch.device, repeats: int, warmup: int) -> None:
+def measure(workload: str, device: torch.device, repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Time every optimizer on one workload; returns {optimizer: {"adam": ratio, "sgd": ratio}}."""
     torch.manual_seed(0)
     if workload == "mlp":
         model = build_backbone("mlp", (1, 28, 28), 10)
@@ -79,20 +83,26 @@ def measure(workload: str, device: torch.device, repeats: int, warmup: int) -> N
         for _ in range(warmup):
             step(net, optimizer)
     times: dict[str, list[float]] = {name: [] for name in setups}
+    order = list(setups)
     for _ in range(repeats):
-        for name, (net, optimizer) in setups.items():
+        order.reverse()  # who goes first alternates, so load changes hit every optimizer alike
+        for name in order:
+            net, optimizer = setups[name]
             sync(device)
             start = time.perf_counter()
             step(net, optimizer)
             sync(device)
             times[name].append(time.perf_counter() - start)
 
-    base = statistics.median(times["adam"])
+    base, sgd = statistics.median(times["adam"]), statistics.median(times["sgd"])
     print(f"\n{workload}: batch {len(x)}, {device}, {repeats} interleaved repeats after {warmup} warm-up steps")
-    print(f"  {'optimizer':<20}{'median ms':>11}{'min ms':>9}{'x Adam (median)':>17}")
+    print(f"  {'optimizer':<23}{'median ms':>11}{'min ms':>9}{'x Adam (median)':>17}{'x SGD (median)':>16}")
+    ratios = {}
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:<20}{1e3 * median:>11.2f}{1e3 * min(values):>9.2f}{median / base:>16.2f}x")
+        ratios[name] = {"adam": median / base, "sgd": median / sgd}
+        print(f"  {name:<23}{1e3 * median:>11.2f}{1e3 * min(values):>9.2f}{median / base:>16.2f}x{median / sgd:>15.3f}x")
+    return ratios
 
 
 def main() -> None:

@@ -114,6 +114,57 @@ def test_every_period_one_is_bitwise_plain_training(factory):
     assert optimizer.level_updates == [12, 12] and optimizer.global_step == 12
 
 
+def _no_fast_path(optimizer):
+    """A step hook on a base makes the ClockedOptimizer step the levels one by one (the slow path)."""
+    optimizer.bases[0].register_step_pre_hook(lambda *args: None)
+    return optimizer
+
+
+def _refuse_direct_steps(optimizer):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the merged fast path should have stepped this level")
+
+    for base in optimizer.bases:
+        base.step = refuse
+    return optimizer
+
+
+@pytest.mark.parametrize("factory", [adam(), lambda m, p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+                                     sgd(momentum=0.9, weight_decay=1e-3, nesterov=True)],
+                         ids=["adam", "adamw", "sgd-nesterov"])
+def test_the_merged_fast_path_is_bitwise_the_level_by_level_step(factory):
+    """Every level due with an empty window: one merged step over all the levels' groups gives the same
+    parameters AND the same per-level optimizer states (state_dicts) as stepping each level's base."""
+    fast_model, slow_model = _mlp(hidden=(16, 16, 16)), _mlp(hidden=(16, 16, 16))
+    fast = ClockedOptimizer(wire_clocks(fast_model, (1, 1, 1), by="depth"), factory, model=fast_model)
+    slow = _no_fast_path(ClockedOptimizer(wire_clocks(slow_model, (1, 1, 1), by="depth"), factory, model=slow_model))
+    _refuse_direct_steps(fast)
+    assert len(fast.bases) == 3
+    for step, (x, y) in enumerate(_batches(10), start=1):
+        if step == 6:  # a scheduler changing one level's lr reaches the merged step too
+            fast.param_groups[1]["lr"] = slow.param_groups[1]["lr"] = 3e-3
+        _train_step(fast_model, fast, x, y)
+        _train_step(slow_model, slow, x, y)
+        for a, b in zip(fast_model.parameters(), slow_model.parameters()):
+            assert torch.equal(a, b)
+    for fast_base, slow_base in zip(fast.bases, slow.bases):
+        fsd, ssd = fast_base.state_dict(), slow_base.state_dict()
+        assert fsd["param_groups"] == ssd["param_groups"] and fsd["state"].keys() == ssd["state"].keys()
+        for i in fsd["state"]:
+            assert fsd["state"][i].keys() == ssd["state"][i].keys()
+            assert all(torch.equal(fsd["state"][i][k], ssd["state"][i][k]) for k in fsd["state"][i])
+    assert fast.level_updates == slow.level_updates == [10, 10, 10] and fast.global_step == 10
+    # A restored optimizer (new base state dicts and groups) takes the fast path on the restored state.
+    twin_model = copy.deepcopy(fast_model)
+    twin = ClockedOptimizer(wire_clocks(twin_model, (1, 1, 1), by="depth"), factory, model=twin_model)
+    twin.load_state_dict(copy.deepcopy(slow.state_dict()))
+    _refuse_direct_steps(twin)
+    for x, y in _batches(3, seed=7):
+        _train_step(twin_model, twin, x, y)
+        _train_step(slow_model, slow, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(twin_model.parameters(), slow_model.parameters()))
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_level_updates_floor_t_over_c_times_with_the_window_gradient(reduction):
     """P4.1 / P4.3 / P4.4: in T steps a level of period C updates floor(T/C) times, at s = C, 2C, ...; the

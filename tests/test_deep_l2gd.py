@@ -837,3 +837,101 @@ def test_parameter_subset_limits_the_optimizer_and_its_layers():
     assert all(torch.equal(a, b) for a, b in zip(frozen, model[2].parameters()))
     assert opt.last_projection and set(opt.last_projection) == {"0"}
     opt.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The fused DeepL2GD+SGD step (nl-math.md 1.3; fused.py): one product, same result to float rounding
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _fused_pair(seed, d_in, hidden, alpha, lr, gram_norm="none", rho=0.5):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.Tanh(),
+                        nn.Linear(hidden, 3)).to(DT)
+    twin = copy.deepcopy(net)
+    kw = dict(lr=lr, alpha=alpha, base="sgd", gram_norm=gram_norm, rho=rho)
+    return net, DeepL2GD(net, **kw), twin, DeepL2GD(twin, fused=True, **kw)
+
+
+def _loss(net, x, y):
+    return nn.functional.cross_entropy(net(x), y)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), d_in=st.integers(2, 24), hidden=st.integers(2, 20), batch=st.integers(1, 40),
+       alpha=st.sampled_from([1e-4, 1e-2, 0.3, 2.0]), lr=st.sampled_from([0.0, 1e-3, 0.1]),
+       gram_norm=st.sampled_from(["none", "trace"]),
+       pattern=st.sampled_from(["one", "two-forwards", "accumulate", "lr-change", "forward-only"]))
+def test_fused_sgd_step_equals_the_unfused_step(seed, d_in, hidden, batch, alpha, lr, gram_norm, pattern):
+    """Property: for any shapes, strengths (guard binding or not), learning rates (0 included) and any
+    pattern of forwards and backwards between steps, fused and unfused trajectories agree to float64
+    rounding, and the fused one never forms a Gram nor caches the layer output for the step."""
+    unfused_net, unfused, fused_net, fused = _fused_pair(seed, d_in, hidden, alpha, lr, gram_norm)
+    g = gen(seed)
+    for _ in range(4):
+        x1, x2 = torch.randn(batch, d_in, generator=g, dtype=DT) * 2, torch.randn(batch, d_in, generator=g, dtype=DT)
+        y1, y2 = torch.randint(3, (batch,), generator=g), torch.randint(3, (batch,), generator=g)
+        for net, opt in ((unfused_net, unfused), (fused_net, fused)):
+            opt.zero_grad()
+            if pattern == "one":
+                _loss(net, x1, y1).backward()
+            elif pattern == "two-forwards":  # DER-style: two forward calls, one backward
+                (_loss(net, x1, y1) + _loss(net, x2, y2)).backward()
+            elif pattern == "accumulate":  # forward/backward twice before the step
+                _loss(net, x1, y1).backward()
+                _loss(net, x2, y2).backward()
+            elif pattern == "lr-change":  # a scheduler moves lr between backward and step
+                _loss(net, x1, y1).backward()
+                opt.param_groups[0]["lr"] = lr * 0.5
+            else:  # a second training forward that never reaches a loss
+                _loss(net, x1, y1).backward()
+                net(x2)
+            opt.step()
+    for a, b in zip(unfused_net.parameters(), fused_net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a - b).abs().max()
+    assert fused.counters["full"] == fused.counters["lowrank"] == 0  # no Gram, no unfused projection
+    assert fused.counters["fused"] + fused.counters["fused_corrected"] == 4 * 2  # two fused layers, four steps
+    if pattern == "one" and lr > 0:
+        assert fused.counters["fused_corrected"] == 0  # the plain loop never needs the extra product
+    assert {k: v["alpha_eff"] for k, v in fused.last_projection.items()} == pytest.approx(
+        {k: v["alpha_eff"] for k, v in unfused.last_projection.items()})
+
+
+def test_fused_layers_carry_the_regularised_gradient_copies_run_plain_and_close_restores():
+    """The fused layer's .grad is the gradient of L + (c / (2 eta N)) sum ||W x||^2 (P1.3); a deep copy of
+    the model (LwF/DER keep one) runs the plain forward; close() restores the class's forward;
+    invalid settings are refused."""
+    net, _, twin, fused = _fused_pair(0, 5, 4, alpha=0.01, lr=0.1)
+    x, y = torch.randn(6, 5, dtype=DT), torch.randint(3, (6,))
+    frozen = copy.deepcopy(twin)
+    frozen(x)  # a copy records nothing
+    assert all(frozen[0].weight is not w for w in fused.state)
+    _loss(twin, x, y).backward()
+    w = twin[0].weight
+    plain_grad = torch.autograd.grad(_loss(frozen, x, y), frozen[0].weight)[0]
+    z = x @ w.detach().T
+    assert torch.allclose(w.grad, plain_grad + (0.01 / (0.1 * 6)) * z.T @ x)  # alpha tr(G) small: no guard
+    fused.close()
+    assert "forward" not in twin[0].__dict__
+    with pytest.raises(ValueError, match="fused=True needs"):
+        DeepL2GD(copy.deepcopy(net), base="adam", fused=True)
+    with pytest.raises(ValueError, match="fused=True needs"):
+        DeepL2GD(copy.deepcopy(net), base="sgd", momentum=0.9, fused=True)
+
+
+def test_sgd_fused_is_a_base_choice_of_the_registration(digits):
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
+    from nlbench.errors import UserError
+
+    spec = resolve_spec("split-digits", "deep-l2gd", device="cpu", epochs=1, hparams={"base": "sgd-fused"})
+    strategy, _ = build_strategy(spec, digits, torch.device("cpu"))
+    assert strategy.optimizer._fused and strategy.optimizer.param_groups[0]["base"] == "sgd"
+    # the default (base=adam) is untouched: same resolved hyperparameters as before, no new key
+    assert sorted(dict(resolve_spec("split-digits", "deep-l2gd", device="cpu").hparams)) == [
+        "alpha", "base", "conv", "gram_norm", "lr", "project_bias", "rho", "weight_decay"]
+    ema = resolve_spec("split-digits", "deep-l2gd-ema", device="cpu", epochs=1, hparams={"base": "sgd-fused"})
+    with pytest.raises(UserError, match="sgd-fused"):
+        build_strategy(ema, digits, torch.device("cpu"))

@@ -66,6 +66,11 @@ class ClockedOptimizer(torch.optim.Optimizer):
     optimizer on `.grad` as it is: with every period at 1 this is bitwise plain training. After a due
     step `.grad` of the level's parameters holds the gradient that was applied (the window's sum or
     mean); Avalanche clears it at the next iteration.
+
+    Fast path: when every level is due with nothing accumulated and the bases are all torch.optim SGD,
+    Adam or AdamW (same class, no step hooks), one merged step runs over all the levels' param groups
+    (see `_MergedStep`): the same per-group update on the same state tensors, so bitwise the result of
+    stepping the bases one by one, without one optimizer call per level.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class ClockedOptimizer(torch.optim.Optimizer):
         self.reduction = reduction
         self.bases: list[torch.optim.Optimizer] = []
         self._synced_lr: list[Any] = []
+        self._merged: _MergedStep | None = None
         super().__init__(groups, {"period": 1, "level": None})
 
     # ---------------------------------------------------------------- construction
@@ -116,6 +122,7 @@ class ClockedOptimizer(torch.optim.Optimizer):
         if any(id(p) not in mine for g in base.param_groups for p in g["params"]):
             raise ValueError("the base optimizer factory must optimize only the parameters it is given (a level's)")
         self.bases.append(base)
+        self._merged = None
         # Mirror the base's learning rate so LR schedulers and plugins that read or write
         # param_groups[i]["lr"] (Avalanche's LRSchedulerPlugin, MIR) act on the level's optimizer.
         group["lr"] = base.param_groups[0].get("lr") if base.param_groups else None
@@ -176,6 +183,8 @@ class ClockedOptimizer(torch.optim.Optimizer):
         clock = self._clock
         s = clock["step"] = clock["step"] + 1
         counts = clock["count"]
+        if self._step_all_merged(s, clock):
+            return loss
         for index, group in enumerate(self.param_groups):
             if group["lr"] != self._synced_lr[index]:  # someone (a scheduler) changed the level's lr
                 self._sync_lr(index)
@@ -201,6 +210,25 @@ class ClockedOptimizer(torch.optim.Optimizer):
             else:
                 counts[index] = count
         return loss
+
+    def _step_all_merged(self, s: int, clock: dict[str, Any]) -> bool:
+        """The fast path: every level due with an empty window, one merged base step. False (nothing
+        done) when it does not apply."""
+        if len(self.bases) < 2 or any(clock["count"]) or any(s % g["period"] for g in self.param_groups):
+            return False
+        merged = self._merged
+        if merged is None:
+            merged = self._merged = _MergedStep.build(self.bases, self._model)
+        if not merged or not merged.ready():
+            return False
+        for index, group in enumerate(self.param_groups):
+            if group["lr"] != self._synced_lr[index]:
+                self._sync_lr(index)
+        merged.step()
+        updates = clock["updates"]
+        for index in range(len(updates)):
+            updates[index] += 1
+        return True
 
     def _sync_lr(self, index: int) -> None:
         lr = self.param_groups[index]["lr"]
@@ -236,6 +264,7 @@ class ClockedOptimizer(torch.optim.Optimizer):
         if len(bases) != len(self.bases):
             raise ValueError(f"state_dict has {len(bases)} clock levels, this optimizer has {len(self.bases)}")
         super().load_state_dict(state_dict)
+        self._merged = None
         self.state["clock"] = copy.deepcopy(state_dict["state"]["clock"])
         self.reduction = reduction
         for base, base_sd in zip(self.bases, bases):
@@ -245,6 +274,85 @@ class ClockedOptimizer(torch.optim.Optimizer):
     def __repr__(self) -> str:
         levels = ", ".join(f"C={g['period']}:{sum(p.numel() for p in g['params'])}" for g in self.param_groups)
         return f"ClockedOptimizer(s={self.global_step}, levels=[{levels}], reduction={self.reduction}, base={type(self.bases[0]).__name__})"
+
+
+class _LevelStates(dict):
+    """`state` of a merged step: maps each parameter to the very state dict its own level optimizer
+    holds (filled on first use, so a hit costs a plain dict lookup); a parameter seen for the first
+    time gets its state created in its level's optimizer, as torch's defaultdict would."""
+
+    def __init__(self, bases: list[torch.optim.Optimizer]) -> None:
+        super().__init__()
+        self.bases = bases
+        self.sources = [b.state for b in bases]  # a base whose state was replaced invalidates this map
+
+    def current(self) -> bool:
+        return all(b.state is src for b, src in zip(self.bases, self.sources))
+
+    def __missing__(self, p: Tensor) -> dict:
+        for base in self.bases:
+            if any(p is q for g in base.param_groups for q in g["params"]):
+                state = self[p] = base.state[p]
+                return state
+        raise KeyError("parameter of no clock level")
+
+
+class _MergedStep:
+    """One optimizer step over every level's parameters at once, for bases of one torch.optim class
+    whose `step` is a loop over `self.param_groups` that reads and writes only `self.state[p]`
+    (SGD, Adam, AdamW), whose update of a parameter depends only on its own group's settings.
+
+    A shallow copy of the first base runs that loop with `_LevelStates` as its state. When every
+    level's groups hold the same settings (the usual case: one factory) it gets ONE group with all the
+    parameters in the model's order, i.e. exactly the call a plain optimizer on the model makes;
+    otherwise it gets the levels' own group dicts. Either way each parameter gets the update its own
+    base would give it, on the same state tensors: bitwise the result of stepping the bases one by one."""
+
+    MERGEABLE = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+
+    def __init__(self, bases: list[torch.optim.Optimizer], order: dict[Tensor, int]) -> None:
+        self.bases = bases
+        self.order = order  # position of each parameter in the model (unknown ones go last, in level order)
+        self.optimizer = copy.copy(bases[0])
+        self.optimizer.state = _LevelStates(bases)
+        step = type(self.optimizer).step
+        self._step = getattr(step, "__wrapped__", step)
+        self._key: tuple[int, ...] | None = None
+        self._params: list[Tensor] = []
+
+    @classmethod
+    def build(cls, bases: list[torch.optim.Optimizer], model: nn.Module | None) -> _MergedStep | bool:
+        kind = type(bases[0])
+        if kind not in cls.MERGEABLE or any(type(b) is not kind for b in bases):
+            return False
+        order = {} if model is None else {p: i for i, p in enumerate(model.parameters())}
+        return cls(bases, order)
+
+    def ready(self) -> bool:
+        # Step hooks would run once instead of once per level: then step the bases one by one.
+        return not any(b._optimizer_step_pre_hooks or b._optimizer_step_post_hooks for b in self.bases)
+
+    def _groups(self) -> list[dict]:
+        groups = [g for b in self.bases for g in b.param_groups]
+        first = groups[0]
+        if any(len(g) != len(first) or any(g[k] != v for k, v in first.items() if k != "params") for g in groups[1:]):
+            return groups
+        params = [p for g in groups for p in g["params"]]
+        key = tuple(map(id, params))
+        if key != self._key:  # the levels' parameters changed: sort them into the model's order again
+            self._key = key
+            last = len(self.order)
+            self._params = sorted(params, key=lambda p: self.order.get(p, last))
+        return [{**first, "params": self._params}]
+
+    def step(self) -> None:
+        opt = self.optimizer
+        if not opt.state.current():  # a base loaded a state_dict (new state dicts): map them again
+            opt.state = _LevelStates(self.bases)
+        opt.param_groups = self._groups()
+        # Past torch's profiling wrapper (its hooks are checked in ready(); the clocked step's own
+        # wrapper has run the global ones once for this step): straight to the optimizer's loop.
+        self._step(opt)
 
 
 class ClockFlush(SupervisedPlugin):

@@ -12,21 +12,24 @@ modules in their bodies. The method itself:
     recording.py   layer selection, forward hooks, recorded statistics
     projection.py  the per-layer projection step and the clock seam
     base_step.py   the SGD/Adam/AdamW step after the projection
+    fused.py       base="sgd-fused": projection and SGD step in one product (custom Linear backward)
     options.py     hyperparameter choices and param-group validation (torch-free)
 """
 
 from __future__ import annotations
 
 from nlbench.core.registry import HParam, register_strategy
+from nlbench.errors import UserError
 from nlbench.core.registry import Parts as _Parts
 
-from .options import BASES, GRAM_NORMS
+from .options import BASE_CHOICES, GRAM_NORMS
 
 _DEEP_L2GD_HPARAMS = (
     HParam("lr", 1e-3, "float", "base learning rate", low=0.0, high=10.0),
     HParam("alpha", 1e-4, "float", "projection strength alpha (nl-math.md 1.4: 1e-5..1e-3)", low=0.0, high=1.0),
     HParam("rho", 0.5, "float", "stability guard: alpha_eff = min(alpha, rho / lambda_max)", low=1e-6, high=1.0),
-    HParam("base", "adam", "str", "base optimizer after the projection", choices=BASES),
+    HParam("base", "adam", "str", "base optimizer after the projection (sgd-fused: sgd, projection fused into its step)",
+           choices=BASE_CHOICES),
     HParam("project_bias", False, "bool", "also project the bias through the augmented Gram"),
     HParam("gram_norm", "none", "str", "Gram normalisation", choices=GRAM_NORMS),
     HParam("conv", False, "bool", "also project Conv2d layers with the channel-covariance rule (§3)"),
@@ -35,13 +38,27 @@ _DEEP_L2GD_HPARAMS = (
 
 
 def _deep_l2gd_factory(hp, cls, **extra):
+    base, fused = ("sgd", True) if hp["base"] == "sgd-fused" else (hp["base"], False)
+    if fused:
+        extra["fused"] = True
+
     def factory(model, params=None):
         return cls(
-            model, lr=hp["lr"], alpha=hp["alpha"], rho=hp["rho"], base=hp["base"], project_bias=hp["project_bias"],
+            model, lr=hp["lr"], alpha=hp["alpha"], rho=hp["rho"], base=base, project_bias=hp["project_bias"],
             gram_norm=hp["gram_norm"], conv=hp["conv"], weight_decay=hp["weight_decay"], params=params, **extra,
         )
 
     return factory
+
+
+def _check_fused(hp):
+    """The fused form is exact only when .grad reaches the SGD step as backward left it (fused.py)."""
+    if hp["base"] != "sgd-fused":
+        return
+    if hp["weight_decay"] != 0.0 or hp["project_bias"]:
+        raise UserError("deep-l2gd: base=sgd-fused needs weight_decay=0 and project_bias=false; use base=sgd")
+    if hp.get("reduction") == "mean":
+        raise UserError("deep-l2gd: base=sgd-fused is not exact under a clock with reduction=mean; use base=sgd")
 
 
 @register_strategy(
@@ -54,6 +71,7 @@ def _deep_l2gd_factory(hp, cls, **extra):
 def build(ctx, hp):
     from .optimizer import DeepL2GD
 
+    _check_fused(hp)
     return _Parts(optimizer=_deep_l2gd_factory(hp, DeepL2GD))
 
 
@@ -65,6 +83,9 @@ def build(ctx, hp):
     hparams=_DEEP_L2GD_HPARAMS + (HParam("beta", 0.99, "float", "EMA decay of the Gram", low=0.0, high=0.9999),),
 )
 def build_ema(ctx, hp):
+    if hp["base"] == "sgd-fused":
+        raise UserError("deep-l2gd-ema: base=sgd-fused is not available (the EMA projects with the Gram memory, "
+                        "not the window's Gram); use base=sgd")
     from .ema import DeepL2GDEMA
 
     return _Parts(optimizer=_deep_l2gd_factory(hp, DeepL2GDEMA, beta=hp["beta"]))

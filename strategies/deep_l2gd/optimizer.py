@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .base_step import BaseStepMixin
+from .fused import FusedMixin
 from .options import CONV_PRESETS, validate_group
 from .projection import ProjectionMixin
 from .recording import CONV, LINEAR, RecordingMixin
@@ -45,7 +46,7 @@ from .recording import CONV, LINEAR, RecordingMixin
 __all__ = ["DeepL2GD"]
 
 
-class DeepL2GD(RecordingMixin, ProjectionMixin, BaseStepMixin, torch.optim.Optimizer):
+class DeepL2GD(RecordingMixin, ProjectionMixin, FusedMixin, BaseStepMixin, torch.optim.Optimizer):
     """DeepL2GD (S000; NL-arXiv Eq 57/121): ``W <- W (I - a G)`` on every participating layer, then the
     base step (SGD, Adam or AdamW, numerically identical to torch.optim) on every parameter.
 
@@ -81,6 +82,10 @@ class DeepL2GD(RecordingMixin, ProjectionMixin, BaseStepMixin, torch.optim.Optim
             cannot bind, since lambda_max <= tr(G) for a PSD G): exact and free.
         exact_max_dim: lambda_max by eigvalsh when the smaller side of the eigen-problem is at most
             this; above it, power iteration (``power_iters`` cold, ``warm_power_iters`` warm-started).
+        fused: base="sgd" only (no momentum, no weight decay, no project_bias): the fused form of
+            nl-math.md 1.3 (fused.py): the projection rides in the SGD step through a custom Linear
+            backward, one product instead of two. Same result to float rounding; the layers' ``.grad``
+            then holds the gradient of the regularised loss L + (c / (2 eta N)) sum ||W x||^2.
 
     Clock seam (for a multi-timescale wrapper, nl-math.md 4.2): :meth:`step` =
     ``project_layers([m for m in layers if should_project(m)])`` then :meth:`base_step`. A wrapper can
@@ -120,6 +125,7 @@ class DeepL2GD(RecordingMixin, ProjectionMixin, BaseStepMixin, torch.optim.Optim
         warm_power_iters: int = 2,
         foreach: bool | None = None,
         params: Iterable[nn.Parameter] | None = None,
+        fused: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"DeepL2GD takes the model (an nn.Module), got {type(model).__name__}")
@@ -184,9 +190,11 @@ class DeepL2GD(RecordingMixin, ProjectionMixin, BaseStepMixin, torch.optim.Optim
         #: diagnostics: how each projection was computed (tests assert the low-rank path is taken).
         self.counters = {
             "lowrank": 0, "full": 0, "lambda_exact": 0, "lambda_power": 0, "lambda_skipped": 0, "nonfinite": 0,
+            "fused": 0, "fused_corrected": 0,
         }
         #: last projection per layer name: alpha_eff, lambda_max (None when the trace shortcut held), rows.
         self.last_projection: dict[str, dict[str, Any]] = {}
+        self._setup_fused(fused)
         self._install_hooks()
 
     # ---------------------------------------------------------------- construction helpers
@@ -237,6 +245,10 @@ class DeepL2GD(RecordingMixin, ProjectionMixin, BaseStepMixin, torch.optim.Optim
         for m in self.layers:
             if self.should_project(m):
                 info = self._project_one(m)
+                if info is not None:
+                    self.last_projection[self.layer_names[m]] = info
+            if m in self._fused:
+                info = self._finish_fused(m)
                 if info is not None:
                     self.last_projection[self.layer_names[m]] = info
         self.base_step()

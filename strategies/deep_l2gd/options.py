@@ -10,9 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["BASES", "CONV_APPLIES", "CONV_MODES", "CONV_PRESETS", "GRAM_NORMS", "check_nonneg", "validate_group"]
+__all__ = ["BASES", "BASE_CHOICES", "CONV_APPLIES", "CONV_MODES", "CONV_PRESETS", "GRAM_NORMS", "check_nonneg", "validate_group"]
 
 BASES = ("sgd", "adam", "adamw")
+# What the registration offers: "sgd-fused" is DeepL2GD(base="sgd", fused=True), the same update
+# computed in one product (fused.py). A choice of `base` rather than a new hyperparameter, so the
+# resolved hyperparameters (and the run ids) of existing runs do not change.
+BASE_CHOICES = BASES + ("sgd-fused",)
 GRAM_NORMS = ("none", "trace")
 CONV_MODES = ("mean_tap", "per_tap", "exact")
 CONV_APPLIES = ("shift", "scale")

@@ -63,24 +63,11 @@ class ProjectionMixin:
         """Hook for variants: the EMA turns the per-window Gram into its memory Ghat."""
         return stats
 
-    def _project_one(self, module: nn.Module) -> dict[str, Any] | None:
-        w = module.weight
-        st = self.state.get(w)
-        if not st or st.get("proj_count", 0) == 0:
-            return None
-        group = self._group_of(w)
-        stats = self._transform_stats(module, st, group, self._take_stats(module, st, group))
+    def _guard(self, st: dict, group: dict, trace: float, dim: int, lam_of) -> tuple[float, float | None, float]:
+        """(a_eff, lambda_max or None, scale): the guarded strength for a window whose mean Gram has
+        trace ``trace`` over ``dim`` inputs; ``lam_of(v, iters)`` computes lambda_max (warm start v)
+        only when the guard can bind. ``scale`` is gram_norm's factor (the projection uses a_eff * scale)."""
         alpha, rho = float(group["alpha"]), float(group["rho"])
-        lowrank = "x" in stats
-        if lowrank:
-            x, n = stats["x"], stats["n"]
-            xf = x.reshape(-1)
-            trace = float(torch.dot(xf, xf)) / n
-            dim = x.shape[1]
-        else:
-            g = stats["gram"]
-            trace = float(g.diagonal().sum())
-            dim = g.shape[0]
         # gram_norm="trace": G' = s G with s = d / tr(G); the projection uses a_eff * s.
         scale = 1.0
         if group["gram_norm"] == "trace":
@@ -99,12 +86,7 @@ class ProjectionMixin:
         else:
             v = st.get("proj_v")
             iters = self.power_iters if v is None else self.warm_power_iters
-            if lowrank:
-                lam0, v_new = lambda_max_power_iteration(
-                    x=x, count=n, v=v, iters=iters, exact_max_dim=self.exact_max_dim
-                )
-            else:
-                lam0, v_new = lambda_max_power_iteration(g, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
+            lam0, v_new = lam_of(v, iters)
             if v_new is not None and v_new is not v:
                 st["proj_v"] = v_new
                 self.counters["lambda_power"] += 1
@@ -112,6 +94,30 @@ class ProjectionMixin:
                 self.counters["lambda_exact"] += 1
             lam = lam0 * scale
             a_eff = guarded_alpha(alpha, rho, lam)
+        return a_eff, lam, scale
+
+    def _project_one(self, module: nn.Module) -> dict[str, Any] | None:
+        w = module.weight
+        st = self.state.get(w)
+        if not st or st.get("proj_count", 0) == 0:
+            return None
+        group = self._group_of(w)
+        stats = self._transform_stats(module, st, group, self._take_stats(module, st, group))
+        lowrank = "x" in stats
+        if lowrank:
+            x, n = stats["x"], stats["n"]
+            xf = x.reshape(-1)
+            trace = float(torch.dot(xf, xf)) / n
+            dim = x.shape[1]
+            lam_of = lambda v, iters: lambda_max_power_iteration(  # noqa: E731
+                x=x, count=n, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
+        else:
+            g = stats["gram"]
+            trace = float(g.diagonal().sum())
+            dim = g.shape[0]
+            lam_of = lambda v, iters: lambda_max_power_iteration(  # noqa: E731
+                g, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
+        a_eff, lam, scale = self._guard(st, group, trace, dim, lam_of)
         c = a_eff * scale
         if c != 0.0:
             if self._kind[module] == CONV:

@@ -100,7 +100,8 @@ class RecordingMixin:
             opt = ref()
             # Weak ref: a forgotten optimizer must not keep recording; deep-copied modules carry this
             # hook too, but are not in _kind and are ignored.
-            if opt is not None and module in opt._kind and module.training and torch.is_grad_enabled():
+            if (opt is not None and module in opt._kind and module not in opt._fused and module.training
+                    and torch.is_grad_enabled()):
                 opt._record(module, args, output)
 
         self._handles = [m.register_forward_hook(hook) for m in self.layers]
@@ -110,6 +111,7 @@ class RecordingMixin:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._close_fused()
 
     def _uses_lowrank(self, group: dict) -> bool:
         if self.lowrank == "auto":

@@ -1,0 +1,174 @@
+"""The fused DeepL2GD+SGD step: projection and gradient step in one product (nl-math.md 1.3).
+
+Source: Behrouz et al., "Nested Learning", arXiv:2512.24695, Eq 57/121. With an SGD base (lr eta, no
+momentum, no weight decay) DeepL2GD's update of a linear layer y = W x + b is
+
+    W <- W (I - c G) - eta g,     G = X^T X / N,   g = Gbar^T X,   Gbar = dL/dY,   c = a_eff (x gram_norm)
+       = W - eta (Gbar + k Z)^T X,     Z = X W^T = Y - 1 b^T,     k = c / (eta N)
+
+i.e. one SGD step on L + (c / (2 eta N)) sum_n ||W x_n||^2 (P1.3) whose weight gradient
+(Gbar + k Z)^T X is ONE product of the shape backward already computes. `_DeltaLinear` is that
+Linear: its forward keeps Z (the product without the bias), its backward forms Gbar + k Z, and the
+plain SGD step of the base then applies projection and gradient together. No d_in x d_in Gram and no
+extra product; the guard (lambda_max, only when alpha tr(G) > rho) runs on the window's inputs as in
+the unfused path (projection.py), with the same code.
+
+So the layer's `.grad` holds the gradient of that regularised loss, not of L alone. The step keeps a
+ledger of the chunks (X, Z, the k their backward used) and corrects at step time whatever a single
+backward could not know: more forwards after a backward (gradient accumulation), a learning rate
+changed since, forwards without a backward, a clock window, so the result equals the unfused path to
+float rounding. Not exact when something rescales or rewrites gradients between backward and step
+(A-GEM's projection, gradient clipping, a clock wrapper with reduction="mean"): use base="sgd" there.
+Under autocast a fused layer records like an unfused one and is projected the unfused way.
+
+FusedMixin is one of the parts DeepL2GD (optimizer.py) is assembled from; it is active with
+``fused=True`` (registration: ``base="sgd-fused"``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .functional import lambda_max_power_iteration
+
+__all__ = ["FusedMixin"]
+
+# Fused layer -> its optimizer (weakly both ways: a forgotten optimizer or model is not kept alive).
+# A deep copy of a fused layer (LwF's or DER's frozen copy) is not in it and runs the plain forward.
+_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _DeltaLinear(torch.autograd.Function):
+    """y = x W^T + b whose weight gradient is (dL/dy + k (x W^T))^T x, k from the optimizer at backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, opt: Any, module: nn.Module, entry: list) -> Tensor:
+        z = x @ weight.T
+        ctx.save_for_backward(x, weight, z)
+        ctx.opt, ctx.module, ctx.entry, ctx.has_bias = opt, module, entry, bias is not None
+        # a new tensor: the caller may change the output in place (ReLU(inplace=True)); z stays intact
+        return z + bias if bias is not None else z.clone()
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        x, weight, z = ctx.saved_tensors
+        gx = gy @ weight if ctx.needs_input_grad[0] else None
+        gw = None
+        if ctx.needs_input_grad[1]:
+            k = ctx.opt._fused_k(ctx.module)
+            ctx.entry[1] += k  # what this chunk's term in .grad carries (summed if backward runs twice)
+            gw = (gy if k == 0.0 else torch.add(gy, z, alpha=k)).T @ x
+        gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None, None
+
+
+def forward(self: nn.Linear, input: Tensor) -> Tensor:
+    """nn.Linear.forward of a fused layer (bound to it as an instance attribute). Named `forward` so
+    that a pickled model unpickles with the class's plain forward."""
+    ref = _OWNERS.get(self)
+    opt = None if ref is None else ref()
+    if opt is None or not (self.training and torch.is_grad_enabled()):
+        return F.linear(input, self.weight, self.bias)
+    if torch.is_autocast_enabled(input.device.type):
+        out = F.linear(input, self.weight, self.bias)
+        opt._record(self, (input,), out)  # the unfused statistics; projected by _project_one
+        return out
+    return opt._fused_forward(self, input)
+
+
+class FusedMixin:
+    """The fused SGD path of :class:`DeepL2GD` (module docstring): layers, ledger, k, step-time fix-up."""
+
+    def _setup_fused(self, fused: bool) -> None:
+        self._fused: set[nn.Module] = set()
+        if not fused:
+            return
+        for g in self.param_groups:
+            if (g["base"] != "sgd" or g["momentum"] != 0 or g["weight_decay"] != 0 or g["project_bias"]
+                    or g.get("beta", 0.0) != 0.0):
+                raise ValueError("fused=True needs base='sgd' without momentum and weight decay, project_bias=False "
+                                 "and no Gram EMA (the projection rides in the SGD step)")
+        for m in self.layers:
+            if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward:
+                self._fused.add(m)
+                _OWNERS[m] = weakref.ref(self)
+                m.forward = forward.__get__(m)
+
+    def _close_fused(self) -> None:
+        for m in self._fused:
+            _OWNERS.pop(m, None)
+            m.__dict__.pop("forward", None)
+
+    def _fused_forward(self, module: nn.Linear, input: Tensor) -> Tensor:
+        w = module.weight
+        x = input.reshape(-1, w.shape[1])
+        if x.shape[0] == 0:
+            return F.linear(input, w, module.bias)
+        st = self.state[w]
+        entry = [x.detach(), 0.0]  # the chunk's X, and the k its backward put in .grad
+        st.setdefault("fused_chunks", []).append(entry)
+        st["fused_rows"] = st.get("fused_rows", 0) + x.shape[0]
+        y = _DeltaLinear.apply(x, w, module.bias, self, module, entry)
+        return y.reshape(*input.shape[:-1], w.shape[0])
+
+    def _fused_coefficient(self, module: nn.Module) -> tuple[float, int, dict]:
+        """(c, N, info) for the layer's open window: c = a_eff * scale as the unfused path computes it,
+        from the window's inputs; cached until the window grows."""
+        w = module.weight
+        st = self.state[w]
+        n = st["fused_rows"]
+        cached = st.get("fused_c")
+        if cached is not None and cached[1] == n:
+            return cached[0], n, cached[2]
+        chunks = st["fused_chunks"]
+        x = chunks[0][0] if len(chunks) == 1 else torch.cat([e[0] for e in chunks])
+        xf = x.reshape(-1)
+        trace = float(torch.dot(xf, xf)) / n
+        group = self._group_of(w)
+        lam_of = lambda v, iters: lambda_max_power_iteration(  # noqa: E731
+            x=x, count=n, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
+        a_eff, lam, scale = self._guard(st, group, trace, x.shape[1], lam_of)
+        info = {"alpha_eff": a_eff, "lambda_max": lam, "rows": n, "path": "fused", "trace": trace * scale}
+        st["fused_c"] = (a_eff * scale, n, info)
+        return a_eff * scale, n, info
+
+    @staticmethod
+    def _k(c: float, n: int, lr: float) -> float:
+        """k = c / (eta N): the share of the projection that an SGD step of lr eta applies through .grad."""
+        return c / (lr * n) if c != 0.0 and lr > 0.0 else 0.0
+
+    def _fused_k(self, module: nn.Module) -> float:
+        c, n, _ = self._fused_coefficient(module)
+        return self._k(c, n, float(self._group_of(module.weight)["lr"]))
+
+    @torch.no_grad()
+    def _finish_fused(self, module: nn.Module) -> dict[str, Any] | None:
+        """Close the layer's window before the SGD step: every chunk j must end up projected by c/N;
+        its .grad term gives eta k_j of that, so apply (c/N - eta k_j) Z_j^T X_j where they differ."""
+        w = module.weight
+        st = self.state.get(w)
+        if not st or "fused_chunks" not in st:
+            return None
+        c, n, info = self._fused_coefficient(module)
+        chunks = st.pop("fused_chunks")
+        del st["fused_rows"], st["fused_c"]
+        lr = float(self._group_of(w)["lr"])
+        k_final = self._k(c, n, lr)
+        todo = []
+        for x, k in chunks:
+            if lr > 0.0 and k == k_final:
+                continue  # the common case: the .grad term is exactly this chunk's projection
+            d = c / n - lr * k
+            if d != 0.0:
+                todo.append((x, d))
+        # Z_j = X_j W^T at the W of the forward pass: all of them before W moves
+        zs = [x @ w.T for x, _ in todo]
+        for (x, d), z in zip(todo, zs):
+            w.addmm_(z.T, x, alpha=-d)
+        self.counters["fused_corrected" if todo else "fused"] += 1
+        return info
