@@ -15,6 +15,7 @@ from nlbench.cli.listing import list_command
 from nlbench.cli.report import report_command
 from nlbench.cli.run import run_command
 from nlbench.cli.sweep import run_one_command, sweep_command
+from nlbench.cli.tune import tune_command
 
 app = typer.Typer(
     name="nlbench",
@@ -27,6 +28,7 @@ app.command("list")(list_command)
 app.command("run")(run_command)
 app.command("sweep")(sweep_command)
 app.command("report")(report_command)
+app.command("tune")(tune_command)
 app.command("run-one", hidden=True)(run_one_command)
 
 
