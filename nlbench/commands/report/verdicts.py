@@ -118,7 +118,8 @@ def _paired_stats(a: Any, b: Any, kind: str) -> dict[str, Any]:
         sd = float(d.std(ddof=1))
         half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * sd / math.sqrt(n)
         row["ci_low"], row["ci_high"] = mean - half, mean + half
-        row["p"] = float(stats.ttest_rel(a, b).pvalue) if sd > 0 else (1.0 if mean == 0 else 0.0)
+        # a constant difference (sd 0, up to rounding) has no t statistic: p is 1 at 0 and 0 elsewhere
+        row["p"] = float(stats.ttest_rel(a, b).pvalue) if sd > 1e-12 * max(1.0, abs(mean)) else float(mean == 0)
     if kind == "ratio":
         row.update({k: math.exp(row[k]) for k in ("estimate", "ci_low", "ci_high") if not math.isnan(row[k])})
     return row
