@@ -58,6 +58,23 @@ def test_validation_split_is_seeded_disjoint_from_the_test_set_and_from_training
     assert first(again) == first(split) and first(other) != first(split)
 
 
+def test_experiences_of_the_same_images_hold_out_the_same_images(digits):
+    """Permuted/rotated streams reuse one image set per experience: a held-out image of one experience
+    must not be trained on (transformed) in another."""
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+
+    from nlbench.data.streams import hold_out
+    from nlbench.data.suites import Benchmark
+
+    dataset = digits.train_stream[0].dataset
+    twice = benchmark_from_datasets(train=[dataset, dataset], test=[dataset, dataset])
+    for experience in twice.train_stream:
+        experience.nlbench_tensors = digits.train_stream[0].nlbench_tensors
+    split = hold_out(Benchmark(digits.suite, "domain", twice.train_stream, twice.test_stream, [[0, 1], [0, 1]]), 0.2, seed=3)
+    first, second = (_rows(e.nlbench_tensors[0]) for e in split.test_stream)
+    assert first == second and len(first) == round(0.2 * len(dataset))
+
+
 def test_a_tuning_run_trains_only_on_its_training_part_and_evaluates_only_on_validation(digits, monkeypatch):
     """The run itself, not just the split: every minibatch trained on and evaluated is recorded."""
     from avalanche.core import SupervisedPlugin

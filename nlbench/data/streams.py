@@ -124,10 +124,12 @@ def hold_out(benchmark: Benchmark, fraction: float, seed: int) -> Benchmark:
     """Continual-learning-legal validation: split each training experience by a seeded permutation;
     the held-out part replaces the test stream, the rest is what the run trains on.
 
-    Experience i keeps the first `round(fraction * n_i)` indices of `randperm(n_i)` (generator seeded by
-    `seed` and i, at least one example) for validation. The test set is never read by such a run, and no
-    validation example is ever trained on (tests/test_tune.py checks both). Avalanche's subsets keep
-    each dataset's transforms; the validation subsets are put in eval mode (no augmentation).
+    Experience i holds out the first `round(fraction * n_i)` indices of `randperm(n_i)` (at least one
+    example) for validation. The generator is seeded by `seed` and n_i, not by i: experiences built from
+    the same images in the same order (permuted or rotated streams) hold out the same images, so no
+    held-out image is trained on under another transformation. The test set is never read by such a
+    run, and no validation example is ever trained on (tests/test_tune.py checks both). Avalanche's
+    subsets keep each dataset's transforms; the validation subsets are put in eval mode (no augmentation).
     """
     import torch
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
@@ -138,9 +140,9 @@ def hold_out(benchmark: Benchmark, fraction: float, seed: int) -> Benchmark:
         raise UserError(f"the validation fraction must be in (0, 1), got {fraction}")
     parts: dict[str, list] = {"train": [], "test": []}
     tensors: dict[str, list] = {"train": [], "test": []}
-    for i, experience in enumerate(benchmark.train_stream):
+    for experience in benchmark.train_stream:
         n = len(experience.dataset)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + i))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + n))
         n_val = min(n - 1, max(1, round(fraction * n)))
         indices = {"test": order[:n_val].sort().values, "train": order[n_val:].sort().values}
         source = getattr(experience, "nlbench_tensors", None)
