@@ -15,6 +15,7 @@ from nlbench.cli.listing import list_command
 from nlbench.cli.report import report_command
 from nlbench.cli.run import run_command
 from nlbench.cli.sweep import run_one_command, sweep_command
+from nlbench.cli.tune import tune_command
 
 app = typer.Typer(
     name="nlbench",
@@ -24,7 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 plain_help()
-for _name, _command in (("list", list_command), ("run", run_command), ("sweep", sweep_command), ("report", report_command)):
+for _name, _command in (("list", list_command), ("run", run_command), ("sweep", sweep_command), ("tune", tune_command),
+                        ("report", report_command)):
     app.command(_name, help=reflow(_command.__doc__))(_command)
 app.command("run-one", hidden=True)(run_one_command)
 

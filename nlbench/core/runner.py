@@ -41,7 +41,7 @@ from nlbench.core.device import resolve_device
 from nlbench.models.heads import wrap_for_scenario
 from nlbench.core.registry import BuildContext, assemble_optimizer, build_parts
 from nlbench.core.spec import RunSpec
-from nlbench.data.streams import build_benchmark
+from nlbench.data.streams import build_benchmark, hold_out
 from nlbench.data.suites import Benchmark, get_suite
 
 ProgressCallback = Callable[[str, dict], None]
@@ -269,6 +269,8 @@ def run_one(
     device = resolve_device(spec.device)
     if benchmark is None:
         benchmark = build_benchmark(get_suite(spec.suite), spec.scenario, spec.seed, resolve_data_root(data_root), download)
+    if spec.holdout:  # a tuning run: validation data held out of each training experience replaces the test stream
+        benchmark = hold_out(benchmark, spec.holdout, spec.seed)
     # Benchmark builders reseed the global RNG; seed after them so the model init is the seed's own.
     seed_everything(spec.seed)
     if device.type == "cpu":

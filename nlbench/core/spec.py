@@ -20,7 +20,7 @@ SPEC_SCHEMA = 1
 _NOT_HASHED = frozenset({"name"})
 # Execution options added after the first results were stored: hashed only when set, so every run id
 # stored before they existed still names the same run.
-_HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False}
+_HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False, "holdout": 0.0}
 
 
 def _freeze(value: Any) -> Any:
@@ -50,6 +50,7 @@ class RunSpec:
     amp: str = "none"  # "none" or "bf16" autocast
     compile: bool = False  # torch.compile the backbone
     channels_last: bool = False  # channels-last memory format for image models
+    holdout: float = 0.0  # > 0: evaluate on this fraction held out of each training experience (tuning), not the test set
     name: str = field(default="default", compare=False)
     schema: int = SPEC_SCHEMA
 
@@ -112,6 +113,7 @@ def resolve_spec(
     amp: str = "none",
     compile: bool = False,
     channels_last: bool = False,
+    holdout: float = 0.0,
 ) -> RunSpec:
     """Fill in suite and strategy defaults and validate everything; bad input raises UserError.
 
@@ -156,6 +158,8 @@ def resolve_spec(
     for flag, value, valid in (("data-path", data_path, ("fast", "avalanche")), ("amp", amp, ("none", "bf16"))):
         if value not in valid:
             raise UserError(f"--{flag} {value!r} is not valid; valid: {', '.join(valid)}")
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 <= holdout < 1.0:
+        raise UserError(f"--val-fraction must be a number in (0, 1), got {holdout!r}")
     batch_size = batch_size or info.batch_size
     return RunSpec(
         suite=info.name,
@@ -175,6 +179,7 @@ def resolve_spec(
         amp=amp,
         compile=compile,
         channels_last=channels_last,
+        holdout=float(holdout),
     )
 
 

@@ -118,3 +118,42 @@ def build_benchmark(
             experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
             experience.nlbench_tensors = tensors  # (x, y, task) for the fast data path (nlbench.data.fastpath)
     return Benchmark(suite, scenario, bm.train_stream, bm.test_stream, experience_classes)
+
+
+def hold_out(benchmark: Benchmark, fraction: float, seed: int) -> Benchmark:
+    """Continual-learning-legal validation: split each training experience by a seeded permutation;
+    the held-out part replaces the test stream, the rest is what the run trains on.
+
+    Experience i holds out the first `round(fraction * n_i)` indices of `randperm(n_i)` (at least one
+    example) for validation. The generator is seeded by `seed` and n_i, not by i: experiences built from
+    the same images in the same order (permuted or rotated streams) hold out the same images, so no
+    held-out image is trained on under another transformation. The test set is never read by such a
+    run, and no validation example is ever trained on (tests/test_tune.py checks both). Avalanche's
+    subsets keep each dataset's transforms; the validation subsets are put in eval mode (no augmentation).
+    """
+    import torch
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"the validation fraction must be in (0, 1), got {fraction}")
+    parts: dict[str, list] = {"train": [], "test": []}
+    tensors: dict[str, list] = {"train": [], "test": []}
+    for experience in benchmark.train_stream:
+        n = len(experience.dataset)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + n))
+        n_val = min(n - 1, max(1, round(fraction * n)))
+        indices = {"test": order[:n_val].sort().values, "train": order[n_val:].sort().values}
+        source = getattr(experience, "nlbench_tensors", None)
+        for split, idx in indices.items():
+            subset = experience.dataset.subset(idx.tolist())
+            parts[split].append(subset.eval() if split == "test" else subset)
+            tensors[split].append(None if source is None else tuple(t[idx] for t in source))
+    bm = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=parts["train"], test=parts["test"])))
+    for split, stream in (("train", bm.train_stream), ("test", bm.test_stream)):
+        for experience, held in zip(stream, tensors[split]):
+            experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
+            if held is not None:
+                experience.nlbench_tensors = held
+    return Benchmark(benchmark.suite, benchmark.scenario, bm.train_stream, bm.test_stream, benchmark.experience_classes)

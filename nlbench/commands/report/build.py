@@ -20,6 +20,7 @@ from nlbench.commands.report.load import add_labels, key_columns, load_runs, unf
 from nlbench.commands.report.markdown import render_markdown
 from nlbench.commands.report.stats import aggregate
 from nlbench.commands.report.sweeps import DEFAULT_SWEEP_AXES, SweepGrid, find_sweeps
+from nlbench.commands.report.verdicts import verdicts_section
 
 
 @dataclass
@@ -118,6 +119,7 @@ def build_report(
     report_md = out / "report.md"
     ctx = {"results_dir": results_dir, "out": out, "runs": runs, "summary": summary, "comparison": comparison,
            "sweeps": sweeps, "skipped": skipped, "unfinished": unfinished, "figure_index": figure_index, "tables": tables}
+    ctx["verdicts"] = verdicts_section(runs, results_dir, out, write_csv, figures)  # paired stats: the opening section
     report_md.write_text(render_markdown(ctx))
     n_completed = int((runs["status"] == "completed").sum())
     return ReportSummary(

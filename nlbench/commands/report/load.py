@@ -40,6 +40,8 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     for w in caught:
         if not str(w.message).startswith("skipping "):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if "holdout" in runs.columns:  # tuning trials (`nlbench tune`): validation scores, never reported as results
+        runs = runs[~(runs["holdout"].fillna(0.0).astype(float) > 0)].reset_index(drop=True)
     if runs.empty:
         detail = f" ({len(skipped)} corrupt run(s) skipped: {'; '.join(skipped)})" if skipped else ""
         extra = f"; {len(unfinished)} unfinished run(s) without a '{DONE}' marker" if unfinished else ""

@@ -64,6 +64,7 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     lines.append(f"Built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from `{ctx['results_dir']}`. "
                  "Accuracies are in percent; BWT, forgetting, FWT and differences in percentage points; "
                  "every number has 1 decimal.")
+    lines += ["", *ctx.get("verdicts", [])]  # Verdicts open the report (nlbench.commands.report.verdicts)
     lines += ["", "## What was run", ""]
     lines.append(f"- Finished runs: {len(runs)}; completed: {len(completed)}; diverged or failed: {len(runs) - len(completed)} "
                  f"(listed below, not aggregated); corrupt or duplicate runs skipped: {len(ctx['skipped'])}; "

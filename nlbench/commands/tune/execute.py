@@ -1,0 +1,70 @@
+"""Running a batch of specs through the sweep's executors (local subprocesses or Ray), resumably.
+
+Nothing here runs a model: the executors, the claims, the resume rule and the data check are
+`nlbench.commands.sweep`'s own, so a tune's trials and test runs are stored, skipped, retried and
+interrupted exactly as a sweep's runs are (several tunes and sweeps may share one results directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from nlbench.errors import UserError
+
+
+@contextlib.contextmanager
+def open_executor(settings: Any) -> Iterator[tuple[Any, str]]:
+    """(executor, device) for `settings` (a SweepSettings), closed on exit; the plan must already be
+    validated, since a Ray cluster starts here."""
+    from nlbench.commands.sweep.executors import RayExecutor
+    from nlbench.commands.sweep.run import _local_executor
+
+    workdir = Path(tempfile.mkdtemp(prefix="nlbench-tune-"))
+    executor: Any = None
+    try:
+        if settings.executor == "ray":
+            if settings.device not in ("auto", "cpu", "cuda"):
+                raise UserError(f"unknown device {settings.device!r}; valid with --executor ray: auto, cpu, cuda")
+            executor = RayExecutor(address=settings.address, jobs=settings.jobs, runs_per_gpu=settings.runs_per_gpu,
+                                   cpus_per_run=settings.cpus_per_run, retries=settings.retries,
+                                   data_root=settings.data_root, download=settings.download)
+            device = executor.connect(settings.device)
+        else:
+            if settings.address:
+                raise UserError("--address joins a Ray cluster; it needs --executor ray")
+            executor, device = _local_executor(settings, workdir)
+        yield executor, device
+    finally:
+        if executor is not None and hasattr(executor, "close"):
+            executor.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_data(settings: Any) -> None:
+    """The suite's data is there (downloaded once here, not in every subprocess at once)."""
+    from nlbench.commands.sweep.run import _check_data
+
+    if settings.executor == "local":
+        _check_data(settings)
+
+
+def run_batch(executor: Any, specs: Sequence[Any], settings: Any, view: Any,
+              labels: Mapping[str, str]) -> dict[str, dict[str, Any] | None]:
+    """Run every spec not already stored (a failed one again unless --no-retry-failed); return the
+    stored result of each spec by run id (None when it has none). KeyboardInterrupt passes through
+    after the runs in flight were stopped; finished runs are kept."""
+    from nlbench.commands.sweep import done_stamp, is_reusable, stored_result
+
+    out = settings.out
+    unique = list({spec.run_id: spec for spec in specs}.values())
+    done_before = {spec.run_id: done_stamp(out, spec) for spec in unique}
+    results = {spec.run_id: stored_result(out, spec) for spec in unique}
+    todo = [spec for spec in unique if not is_reusable(results[spec.run_id], settings.retry_failed)]
+    if todo:
+        with view.live(len(todo), {spec.run_id: labels.get(spec.run_id, "-") for spec in todo}) as display:
+            executor.run(todo, out, display, done_before=done_before)
+    return {spec.run_id: stored_result(out, spec) for spec in unique}
