@@ -9,7 +9,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from nlbench.errors import UserError
+from nlbench.errors import UserError, bound_message
 
 
 @contextlib.contextmanager
@@ -49,7 +49,7 @@ def parse_hparams(pairs: list[str]) -> dict[str, str]:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return bound_message(" ".join(str(text).split()))  # Click quotes the user's text in full
 
 
 def run_app(typer_app: typer.Typer, args: Optional[list[str]] = None) -> None:
