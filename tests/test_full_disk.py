@@ -156,6 +156,7 @@ def _env(tmp_path: Path, disk: Path) -> dict[str, str]:
             "NLBENCH_RESCUE_DIR": str(tmp_path / "rescue")}
 
 
+@pytest.mark.slow  # ~35 s: two real `nlbench run` processes
 def test_run_whose_disk_fills_while_training_keeps_the_result_and_exits_3(disk, tmp_path):
     env = _env(tmp_path, disk)
     command = ["nlbench", "run", "--strategy", "test-fill-disk", "--epochs", "1", "--device", "cpu",
