@@ -14,7 +14,7 @@ from nlbench.core.store import finished_result, load_results, read_run, run_dir,
 
 def _result(status="completed", acc=0.5):
     return {
-        "status": status, "error": None, "seed": 0,
+        "status": status, "error": None,
         "accuracy_matrix": [[1.0, 0.0], [0.5, 0.5]], "initial_accuracy": [0.1, 0.2],
         "metrics": {"acc": acc, "forgetting": 0.5, "bwt": -0.5},
         "wall_time_s": 1.0, "peak_memory_mb": 10.0,

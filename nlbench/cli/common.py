@@ -10,7 +10,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from nlbench.errors import UserError
+from nlbench.errors import UserError, bound_message
 
 
 @contextlib.contextmanager
@@ -89,7 +89,7 @@ def reflow(doc: str | None) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return bound_message(" ".join(str(text).split()))  # Click quotes the user's text in full
 
 
 def run_app(typer_app: typer.Typer, args: Optional[list[str]] = None) -> None:

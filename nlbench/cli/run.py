@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -19,7 +19,8 @@ def run_command(
     head: Annotated[Optional[str], typer.Option(help="Task scenario head: mask (logit masking) or multi (one head per task).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per experience; default: the suite's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training minibatch size; default: the suite's.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (model init, data order, permutations).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (model init, data order, permutations), 0..2^32-1.",
+                                      parser=lambda text: _ascii_int(text, "--seed"))] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     hp: Annotated[Optional[list[str]], typer.Option("--hp", help="Hyperparameter override KEY=VALUE (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
@@ -67,6 +68,18 @@ def run_command(
             err.print(f"[red]{o.spec.strategy}: {o.result['status']}[/red] {str(o.result['error']).splitlines()[0]}")
     if any(o.result["status"] == "failed" for o in outcomes):
         raise typer.Exit(1)
+
+
+def _ascii_int(text: Any, flag: str) -> int:
+    """An integer option in plain ASCII digits (Click's int() also reads '٣' as 3)."""
+    from nlbench.errors import echo
+
+    if isinstance(text, int):
+        return text
+    body = str(text).strip().removeprefix("-")
+    if not (body.isascii() and body.isdecimal()) or len(body) > 30:
+        raise typer.BadParameter(f"{echo(str(text))} is not a valid integer (plain digits, 0..2^32-1)", param_hint=flag)
+    return int(str(text).strip())
 
 
 def _print_table(outcomes: list, out: Path) -> None:

@@ -165,7 +165,7 @@ class RichSweepView:
         self.err = console(stderr=True)
 
     def message(self, text: str) -> None:
-        self.err.print(text, highlight=False)
+        self.err.print(text, highlight=False, soft_wrap=True)  # one message, one line (logs grep it)
 
     def show_plan(self, planned: Sequence[PlannedRun], results: Mapping[str, Any], retry_failed: bool,
                   out: Path, header: str) -> None:

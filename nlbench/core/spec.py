@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 SPEC_SCHEMA = 1
+MAX_SEED = 2**32 - 1  # numpy seeds are 32-bit: the largest seed a run can take
 
 # Fields that say where or under which name a run is filed, but cannot change its numbers.
 _NOT_HASHED = frozenset({"name"})
@@ -155,6 +156,8 @@ def resolve_spec(
             raise UserError(f"--{flag} must be a positive integer, got {value}")
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
+    if seed > MAX_SEED:
+        raise UserError(f"--seed must be at most {MAX_SEED} (2^32 - 1, numpy's seed range), got {seed}")
     for flag, value, valid in (("data-path", data_path, ("fast", "avalanche")), ("amp", amp, ("none", "bf16"))):
         if value not in valid:
             raise UserError(f"--{flag} {value!r} is not valid; valid: {', '.join(valid)}")

@@ -1,16 +1,17 @@
 """Reading stored runs for the report: every finished run under a directory, as one DataFrame.
 
-`load_runs` wraps `nlbench.core.store.load_results`: it adds what the report needs from each
-result.json (first error line, time per experience, memory kind, device), counts a run stored under
-two names once, and separates corrupt runs (skipped, with a message naming the file) and unfinished
-ones (spec.json without a `done` marker). `key_columns` and `add_labels` then name each run's
+`load_runs` reads the store once (`nlbench.core.store.read_runs`: every run checked against the
+declared schema before it is counted), adds what the report needs from each result.json (first error
+line, time per experience, memory kind, device), counts a run stored under two names once, and
+separates corrupt runs (skipped, with a message naming the file and the field) and unfinished ones
+(spec.json without a `done` marker). Every run is checked before anything is drawn, so a bad run
+can never stop a report half-written. `key_columns` and `add_labels` then name each run's
 configuration. pandas and numpy are imported inside the functions.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ from nlbench.commands.report.labels import METRICS, SPEC_KEYS, label
 def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     """(runs DataFrame, skip messages, unfinished run dirs); UserError when there is nothing to report.
 
-    Adds to `store.load_results`' columns: `error` (first line), `time_per_exp_s` (mean training time
+    Adds to `store.results_frame`'s columns: `error` (first line), `time_per_exp_s` (mean training time
     per experience), `peak_memory_kind` and `device`, read from each run's result.json.
     """
-    from nlbench.core.store import DONE, load_results, read_run
+    from nlbench.core.store import DONE, read_runs, results_frame
     from nlbench.errors import UserError
 
     root = Path(results_dir)
@@ -33,13 +34,8 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
         raise UserError(f"results directory {root} is not a directory")
     import numpy as np  # after the checks above: a wrong path is answered without numpy's import time
     unfinished = sorted(p.parent for p in root.rglob("spec.json") if not (p.parent / DONE).exists())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        runs = load_results(root)
-    skipped = [str(w.message) for w in caught if str(w.message).startswith("skipping ")]
-    for w in caught:
-        if not str(w.message).startswith("skipping "):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    records, skipped = read_runs(root)
+    runs = results_frame(records)
     if "holdout" in runs.columns:  # tuning trials (`nlbench tune`): validation scores, never reported as results
         runs = runs[~(runs["holdout"].fillna(0.0).astype(float) > 0)].reset_index(drop=True)
     if runs.empty:
@@ -53,11 +49,7 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     runs = runs.loc[~duplicated].reset_index(drop=True)
 
     errors, times, kinds, devices = [], [], [], []
-    for path in runs["path"]:
-        try:
-            result = read_run(Path(path))[1]
-        except ValueError:
-            result = {}
+    for result in (result for keep, (_, _, result) in zip(~duplicated, records) if keep):
         error = result.get("error")
         errors.append(str(error).strip().splitlines()[0] if error else "")
         train = [t for t in (result.get("experience_train_time_s") or []) if isinstance(t, (int, float))]

@@ -2,7 +2,8 @@
 
 Resume rule: a run whose `done` marker holds `completed` or `diverged` is kept (both are outcomes of
 the spec); a `failed` run (a crash, a kill) is run again unless `retry_failed` is off. The `done`
-marker's stamp lets an executor tell a result another process stored after the sweep looked.
+marker's stamp lets an executor tell a result another process stored after the sweep looked. Reading
+the store also repairs what killed processes and full disks left (see `stored_result`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from typing import Any, Mapping
 _REUSABLE = ("completed", "diverged")
 
 
-def stored_result(out: Path, spec: Any) -> dict[str, Any] | None:
-    """The finished result stored for `spec` (any status), or None (not run, unfinished or corrupt)."""
-    from nlbench.core.store import is_done, read_run, run_dir
+def stored_result(out: Path, spec: Any, *, repair: bool = True) -> dict[str, Any] | None:
+    """The finished result stored for `spec` (any status), or None (not run, unfinished or corrupt).
 
-    if not is_done(out, spec):
-        return None
-    try:
-        return read_run(run_dir(out, spec))[1]
-    except ValueError:
-        return None
+    With `repair`, a result an earlier process kept elsewhere because the disk was full is moved into
+    the store, and a claim file a SIGKILLed process left in a finished run is removed
+    (`nlbench.core.store.stored_result`); a dry run reads without repairing.
+    """
+    from nlbench.core.store import stored_result as read_stored
+
+    return read_stored(out, spec, repair=repair)
 
 
 def done_stamp(out: Path, spec: Any) -> tuple[int, int] | None:

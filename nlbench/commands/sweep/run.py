@@ -8,13 +8,20 @@ report to a `SweepView` (the CLI renders it with rich; tests may record it).
   subprocess at once.
 - SIGTERM ends a sweep as Ctrl-C does: the runs in flight are stopped, the summary of what finished is
   shown, and KeyboardInterrupt reaches the caller (exit 130 in the CLI).
+- A full disk does not stop the sweep: a run whose result cannot be stored is kept in a fallback
+  location (`nlbench.core.store.write_run`), named in one line, and the sweep returns 3.
+- The driver's scratch folder (`$TMPDIR/nlbench-sweep-*`: spec files and logs of the local runs) holds
+  an `owner` file locked for the driver's life. A driver killed by SIGKILL cannot remove its folder;
+  the next sweep removes every such folder whose lock is free (its owner is gone), and no other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any, ContextManager, Iterator, Mapping, Protocol, Sequence
 
@@ -22,6 +29,14 @@ from nlbench.commands.sweep.plan import PlannedRun, plan_runs
 from nlbench.commands.sweep.resume import done_stamp, is_reusable, stored_result
 from nlbench.commands.sweep.settings import SweepSettings
 from nlbench.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: scratch folders are only removed by their own driver
+    fcntl = None  # type: ignore[assignment]
+
+WORKDIR_PREFIX = "nlbench-sweep-"
+NOT_STORED = 3  # exit code: a result could not be written into the store (see nlbench.errors.ResultNotStored)
 
 
 class SweepView(Protocol):
@@ -50,6 +65,51 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _make_workdir() -> tuple[Path, int | None]:
+    """A scratch folder for this driver, with its `owner` file locked until the process ends.
+
+    The lock is taken on a file under a temporary name that is then renamed to `owner`, so another
+    driver never sees an `owner` file that is not locked yet.
+    """
+    remove_dead_workdirs()
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    if fcntl is None:
+        return workdir, None
+    fd = os.open(workdir / ".owner", os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the runs
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.rename(workdir / ".owner", workdir / "owner")
+    return workdir, fd
+
+
+def remove_dead_workdirs(tmp: Path | None = None) -> list[Path]:
+    """Remove the scratch folders of sweep drivers that died (their `owner` lock is free); the list.
+
+    Only this user's folders with an `owner` file are looked at: a folder without one may be a
+    driver's that is just starting, or an older nlbench's, and is left alone.
+    """
+    removed: list[Path] = []
+    if fcntl is None:
+        return removed
+    for folder in Path(tmp or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.geteuid():
+                continue
+            fd = os.open(folder / "owner", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its driver is alive
+            continue
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
@@ -85,20 +145,18 @@ def _check_data(settings: SweepSettings) -> None:
 
 
 def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False) -> int:
-    """Plan the sweep, run what is not done yet, hand the summary to `view`; return the exit code (0 or 1).
+    """Plan the sweep, run what is not done yet, hand the summary to `view`; return the exit code: 0,
+    1 (a run failed) or 3 (a result could not be stored: the disk is full; each is named in a message).
 
     Raises UserError on bad input and KeyboardInterrupt after a Ctrl-C (finished runs are kept).
     """
-    import shutil
-    import tempfile
-
     from nlbench.commands.sweep.executors import RayExecutor
     from nlbench.core.store import check_writable
     from nlbench.data.suites import get_suite
 
     get_suite(settings.suite)  # unknown suite: one line before anything heavy starts
     out = settings.out
-    workdir = Path(tempfile.mkdtemp(prefix="nlbench-sweep-"))
+    workdir, owner_fd = _make_workdir()
     executor: Any = None
     try:
         if settings.executor == "ray":
@@ -127,7 +185,7 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
         # The done markers' stamps as read now: a run another process stores after this point is
         # recognised by the executor and taken as it is, not trained again.
         done_before = {run.spec.run_id: done_stamp(out, run.spec) for run in planned}
-        results = {run.spec.run_id: stored_result(out, run.spec) for run in planned}
+        results = {run.spec.run_id: stored_result(out, run.spec, repair=not dry_run) for run in planned}
         todo = [run for run in planned if not is_reusable(results[run.spec.run_id], settings.retry_failed)]
         name = planned[0].spec.name
         n_points = len({(r.spec.strategy, r.point) for r in planned})
@@ -150,7 +208,7 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
                         executor.run([run.spec for run in todo], out, display, done_before=done_before)
                 except KeyboardInterrupt:
                     interrupted = True
-        results = {run.spec.run_id: stored_result(out, run.spec) for run in planned}
+        results = {run.spec.run_id: stored_result(out, run.spec, repair=False) for run in planned}
         view.show_summary(f"sweep {name}: {planned[0].spec.suite}, {planned[0].spec.scenario}-incremental",
                           planned, results)
         if interrupted:
@@ -158,8 +216,15 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
             view.message(f"interrupted: {finished} of {len(planned)} runs are stored; "
                          "run the same command again to finish the sweep")
             raise KeyboardInterrupt
+        unstored = list(getattr(executor, "unstored", []))
+        for line in unstored:
+            view.message(f"not stored: {line}")
+        if unstored:
+            return NOT_STORED
         return 1 if any((r or {}).get("status") == "failed" for r in results.values()) else 0
     finally:
         if executor is not None and hasattr(executor, "close"):
             executor.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        if owner_fd is not None:
+            os.close(owner_fd)

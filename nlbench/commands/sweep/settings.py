@@ -9,11 +9,12 @@ as given (CLI text or a file's list): each strategy's declared `HParam` parses t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from nlbench.errors import UserError
+from nlbench.errors import UserError, echo
 
 EXECUTORS = ("local", "ray")
 MAX_SEEDS = 10_000  # a bound on `--seeds 0-N`, so a typo cannot exhaust memory
@@ -63,8 +64,13 @@ def _split_list(text: str) -> list[str]:
 
 
 def parse_seeds(raw: Any) -> tuple[int, ...]:
-    """`0,1,2`, `0-4` (inclusive), an int, or a list of ints -> a tuple of distinct seeds, in order."""
-    bad = UserError(f"--seeds expects comma-separated non-negative integers or a range like 0-4, got {raw!r}")
+    """`0,1,2`, `0-4` (inclusive), an int, or a list of ints -> a tuple of distinct seeds, in order.
+
+    Digits are plain ASCII ('٣' or '³' is not 3), and every seed lies in 0..2^32-1 (numpy's range).
+    """
+    from nlbench.core.spec import MAX_SEED
+
+    bad = UserError(f"--seeds expects comma-separated integers in 0..{MAX_SEED} or a range like 0-4, got {echo(raw)}")
     if isinstance(raw, bool):
         raise bad
     if isinstance(raw, int):
@@ -75,10 +81,10 @@ def parse_seeds(raw: Any) -> tuple[int, ...]:
             low, dash, high = (p.strip() for p in part.partition("-"))
             if dash and _is_decimal(low) and _is_decimal(high):
                 low_n, high_n = int(low), int(high)
-                if high_n < low_n:
+                if high_n < low_n or high_n > MAX_SEED:
                     raise bad
                 if high_n - low_n >= MAX_SEEDS:
-                    raise UserError(f"--seeds {part} gives {high_n - low_n + 1} seeds; at most {MAX_SEEDS} per sweep")
+                    raise UserError(f"--seeds {echo(part)} gives {high_n - low_n + 1} seeds; at most {MAX_SEEDS} per sweep")
                 items.extend(range(low_n, high_n + 1))
             else:
                 items.append(part)
@@ -90,11 +96,11 @@ def parse_seeds(raw: Any) -> tuple[int, ...]:
         raise UserError(f"--seeds gives {len(items)} seeds; at most {MAX_SEEDS} per sweep")
     seeds: dict[int, None] = {}
     for item in items:
-        try:
-            seed = int(item) if not isinstance(item, (bool, float)) else None
-        except (TypeError, ValueError):
-            seed = None
-        if seed is None or seed < 0:
+        if isinstance(item, str):
+            seed = int(item) if _is_decimal(item) else None
+        else:
+            seed = item if isinstance(item, int) and not isinstance(item, bool) else None
+        if seed is None or not 0 <= seed <= MAX_SEED:
             raise bad
         seeds.setdefault(seed)
     if not seeds:
@@ -114,7 +120,7 @@ def parse_grid_options(pairs: Sequence[str]) -> dict[str, str]:
         key, sep, values = pair.partition("=")
         key = key.strip()
         if not sep or not key or not values.strip():
-            raise UserError(f"--grid expects KEY=VALUES such as alpha=1e-4,3e-4 or periods=1,8,64:1,16,128, got {pair!r}")
+            raise UserError(f"--grid expects KEY=VALUES such as alpha=1e-4,3e-4 or periods=1,8,64:1,16,128, got {echo(pair)}")
         if key in grid:
             raise UserError(f"--grid {key} is given twice; put all its values in one option")
         grid[key] = values.strip()
@@ -131,7 +137,7 @@ def load_config(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise UserError(f"sweep file {path} is not UTF-8 text (byte {err.start}); write it as YAML or TOML text") from None
     except ValueError as err:  # e.g. an embedded NUL in the path
-        raise UserError(f"cannot read sweep file {path!r}: {err}") from None
+        raise UserError(f"cannot read sweep file {echo(str(path))}: {err}") from None
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
@@ -170,7 +176,7 @@ def load_config(path: Path) -> dict[str, Any]:
         normalised["strategy"] = normalised.pop("strategies")
     unknown = sorted(set(normalised) - set(CONFIG_KEYS))
     if unknown:
-        raise UserError(f"sweep file {path}: unknown key {unknown[0]!r}; valid: {', '.join(CONFIG_KEYS)}")
+        raise UserError(f"sweep file {path}: unknown key {echo(unknown[0])}; valid: {', '.join(CONFIG_KEYS)}")
     return normalised
 
 
@@ -194,25 +200,29 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
     for key, value in values.items():
         if key in _STR_KEYS:
             if not isinstance(value, str) or not value.strip():
-                raise UserError(f"{key!r} must be a non-empty string, got {value!r}")
+                raise UserError(f"{key!r} must be a non-empty string, got {echo(value)}")
             value = value.strip()
         elif key in _INT_KEYS:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise UserError(f"{key!r} must be an integer, got {value!r}")
+                raise UserError(f"{key!r} must be an integer, got {echo(value)}")
+            if key == "retries" and value < 0:
+                raise UserError(f"--retries must be >= 0, got {value}")
         elif key == "cpus_per_run":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(f"'cpus_per_run' must be a number, got {value!r}")
+                raise UserError(f"'cpus_per_run' must be a number, got {echo(value)}")
             value = float(value)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"--cpus-per-run must be a positive number, got {value:g}")
         elif key in ("download", "retry_failed", "compile", "channels_last"):
             if not isinstance(value, bool):
-                raise UserError(f"{key!r} must be true or false, got {value!r}")
+                raise UserError(f"{key!r} must be true or false, got {echo(value)}")
         elif key == "log":
             from nlbench.core.tracking import parse_trackers
 
             value = parse_trackers(value)
         elif key in ("out", "data_root", "log_dir"):
             if not isinstance(value, (str, Path)) or not str(value).strip() or "\0" in str(value):
-                raise UserError(f"{key!r} must be a directory path, got {value!r}")
+                raise UserError(f"{key!r} must be a directory path, got {echo(value)}")
             value = Path(value).expanduser()
         elif key == "strategy":
             names = _split_list(value) if isinstance(value, str) else [str(v).strip() for v in value] if isinstance(value, (list, tuple)) else None
@@ -223,7 +233,7 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
             value = parse_seeds(value)
         setattr(settings, key, value)
     if settings.executor not in EXECUTORS:
-        raise UserError(f"unknown executor {settings.executor!r}; valid: {', '.join(EXECUTORS)}")
+        raise UserError(f"unknown executor {echo(settings.executor)}; valid: {', '.join(EXECUTORS)}")
     if settings.name is not None:
         from nlbench.core.store import check_run_name
 

@@ -5,7 +5,9 @@ Claims (`nlbench.core.store.claim_run`) let several sweeps write into one result
 still train every run exactly once: a run claimed by another live process is set aside and retried
 every `retry_s`; when its claim is free again the run is either done (its result is taken, not trained
 again) or was abandoned (its holder died: it is run here). A sweep therefore ends only when every run
-it was given is stored, whoever ran it.
+it was given is stored, whoever ran it. A run that cannot even be claimed (its claim file cannot be
+written: a full disk) is not started; its one-line reason is kept in `not_started`, and the runs
+already in flight go on.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class ClaimQueue:
         self.waiting: dict[str, tuple[Any, float]] = {}  # run id -> (spec, when to try again)
         self.claims: dict[str, Any] = {}
         self.announced: set[str] = set()
+        self.not_started: list[str] = []
         given = dict(done_before or {})
         self.done_before = {s.run_id: given[s.run_id] if s.run_id in given else file_stamp(run_dir(out, s) / DONE)
                             for s in specs}
@@ -96,12 +99,17 @@ class ClaimQueue:
     def next(self) -> Any | None:
         """The next run to start, now claimed by this process; None when none can start yet."""
         from nlbench.core.store import DONE, claim_holder, claim_run, read_run, run_dir
+        from nlbench.errors import UserError
 
         while True:
             spec = self.pending.popleft() if self.pending else self._due()
             if spec is None:
                 return None
-            claim = claim_run(self.out, spec)
+            try:
+                claim = claim_run(self.out, spec)
+            except UserError as err:  # the store cannot take a claim file: the run cannot be stored either
+                self.not_started.append(f"not started: {spec.strategy} (seed {spec.seed}): {err}")
+                continue
             if claim is None:
                 self.waiting[spec.run_id] = (spec, time.monotonic() + self.retry_s)
                 if spec.run_id not in self.announced and hasattr(self.events, "waiting"):

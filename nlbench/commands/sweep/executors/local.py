@@ -7,7 +7,10 @@ runs in flight. GPU runs take a slot (a GPU id, each GPU offering `runs_per_gpu`
 to it with `CUDA_VISIBLE_DEVICES`; every subprocess gets `OMP_NUM_THREADS` / torch threads =
 cpu_count // jobs so parallel runs do not oversubscribe the CPU. A subprocess that dies without
 writing its result is recorded by the driver as `failed`, with its exit status and the tail of its log.
-The driver passes the run's locked claim file to the subprocess, so the claim lives as long as either.
+A subprocess that trained its run but could not store it (a full disk: exit code 3, the result kept in a
+fallback location that its last log line names) is listed in `unstored`, and so is a `failed` record
+the driver cannot write; the sweep goes on either way. The driver passes the run's locked claim file
+to the subprocess, so the claim lives as long as either.
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ class LocalExecutor:
         self.data_root = data_root
         self.download = download
         self.poll_s = poll_s
+        self.unstored: list[str] = []  # one line per run whose result is not in the store (see above)
 
     def describe(self) -> str:
         return self.plan.describe()
@@ -188,21 +192,30 @@ class LocalExecutor:
 
     def _collect(self, child: _Child, returncode: int, out: Path) -> dict[str, Any]:
         from nlbench.core.store import DONE, read_run, run_dir, write_run
+        from nlbench.errors import ResultNotStored
 
         directory = run_dir(out, child.spec)
         written = file_stamp(directory / DONE)
         where = f"GPU {child.slot}" if child.slot is not None else "cpu"
+        wall = time.perf_counter() - child.started
+        tail = _tail(child.log)
         if written is not None and written != child.marker_before:
             try:
                 return read_run(directory)[1]
             except ValueError as err:
                 error = f"the run wrote an unreadable result: {err}"
+        elif returncode == ResultNotStored.exit_code:  # trained, kept elsewhere: no `failed` record over it
+            line = next((l for l in reversed(tail.splitlines()) if l.startswith("error: ")), _exit_description(returncode))
+            self.unstored.append(line.removeprefix("error: "))
+            return {**failed_result(child.spec, line.removeprefix("error: "), wall_time_s=wall, where=where),
+                    "status": "unstored"}
         else:
             error = _exit_description(returncode)
-        tail = _tail(child.log)
-        result = failed_result(child.spec, error + (f"\n{tail}" if tail else ""),
-                               wall_time_s=time.perf_counter() - child.started, where=where)
-        write_run(out, child.spec, result)
+        result = failed_result(child.spec, error + (f"\n{tail}" if tail else ""), wall_time_s=wall, where=where)
+        try:
+            write_run(out, child.spec, result, rescue=False)
+        except ResultNotStored as err:
+            self.unstored.append(str(err))
         return result
 
     def run(self, specs: Sequence[Any], out: Path, events: Events,
@@ -237,6 +250,7 @@ class LocalExecutor:
             raise
         finally:
             queue.release_all()
+            self.unstored.extend(queue.not_started)
 
 
 def _stop(children: list[_Child], grace_s: float = 10.0) -> None:

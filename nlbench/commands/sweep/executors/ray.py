@@ -3,8 +3,9 @@
 Ray retries a task on system failures (a worker or node that dies), not on exceptions: a training crash
 is already a `failed` result, and re-running a deterministic spec would crash again. Workers return the
 result dict and the driver writes it, into the same store as the local executor; the driver holds each
-run's claim (`ClaimQueue`) until its result is stored. Ray is imported where it is used, so this module
-loads without it.
+run's claim (`ClaimQueue`) until its result is stored. A result the driver cannot write (a full disk) is
+kept in a fallback location by `write_run` and listed in `unstored`; the sweep goes on. Ray is imported
+where it is used, so this module loads without it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class RayExecutor:
         self.data_root = data_root
         self.download = download
         self.use_gpu = False
+        self.unstored: list[str] = []  # one line per result that could not be written (kept elsewhere)
         self.resources: dict[str, float] = {}
         self._owns_ray = False
 
@@ -142,6 +144,7 @@ class RayExecutor:
         from ray.exceptions import RayError
 
         from nlbench.core.store import write_run
+        from nlbench.errors import ResultNotStored
 
         remote = ray.remote(_ray_task).options(
             num_cpus=self.cpus_per_run,
@@ -175,7 +178,11 @@ class RayExecutor:
                     except RayError as err:
                         result = failed_result(spec, _ray_error_message(err),
                                                wall_time_s=time.perf_counter() - submitted, where="ray")
-                    write_run(out, spec, result)
+                    try:  # a failed record holds no trained result: nothing to keep elsewhere
+                        write_run(out, spec, result, rescue=result.get("status") != "failed")
+                    except ResultNotStored as err:  # kept in a fallback location; the sweep goes on
+                        self.unstored.append(str(err))
+                        result = {**result, "status": "unstored", "error": str(err)}
                     queue.release(spec)
                     events.finished(spec, result)
         except BaseException:
@@ -187,4 +194,5 @@ class RayExecutor:
             raise
         finally:
             queue.release_all()
+            self.unstored.extend(queue.not_started)
             self.close()
