@@ -15,14 +15,15 @@ def list_command() -> None:
 
     out = console()
     suites = Table(title="Suites", title_justify="left")
-    for column in ("suite", "scenarios", "exp", "classes", "input", "backbone", "epochs", "batch", "description"):
+    for column in ("suite", "scenarios", "exp", "classes", "input", "backbone", "epochs", "batch", "description",
+                   "options (--suite-option)"):
         suites.add_column(column)
     aliases = {target: alias for alias, target in ALIASES.items()}
     for info in SUITES.values():
         name = info.name + (f" (alias {aliases[info.name]})" if info.name in aliases else "")
         suites.add_row(name, ", ".join(info.scenarios), str(info.n_experiences), str(info.n_classes),
                        "x".join(map(str, info.input_shape)), info.backbone, str(info.epochs), str(info.batch_size),
-                       info.description)
+                       info.description, ", ".join(f"{o.name}={o.default}" for o in info.options) or "-")
     out.print(suites)
 
     table = Table(title="Strategies (combine with '+', e.g. ewc+replay)", title_justify="left")

@@ -113,7 +113,9 @@ def build_report(
     report_md = out / "report.md"
     ctx = {"results_dir": results_dir, "out": out, "runs": runs, "summary": summary, "comparison": comparison,
            "sweeps": sweeps, "skipped": skipped, "unfinished": unfinished, "figure_index": figure_index, "tables": tables}
-    report_md.write_text(render_markdown(ctx))
+    from nlbench.commands.report.continual import continual_section
+
+    report_md.write_text(render_markdown(ctx) + continual_section(runs, out, tables, figures))
     n_completed = int((runs["status"] == "completed").sum())
     return ReportSummary(
         results_dir=results_dir, out=out, report_md=report_md, tables=tables, figures=figures,
