@@ -174,8 +174,9 @@ def _registered():
     return sorted(strategies())
 
 
+@pytest.mark.slow  # every registered strategy, 5 experiences each (~1 CPU-minute per head)
 @pytest.mark.parametrize("head", ["mask", "multi"])
-def test_every_strategy_runs_task_incremental_split_digits(head, digits_task=None):
+def test_every_strategy_runs_task_incremental_split_digits(head):
     """One experience-pair stream is enough to hit every code path (new heads, masks, buffers)."""
     from nlbench.data.readers import DEFAULT_DATA_ROOT
 
