@@ -27,10 +27,10 @@ def list_command() -> None:
     out.print(suites)
 
     table = Table(title="Strategies (combine with '+', e.g. ewc+replay)", title_justify="left")
-    for column in ("strategy", "family", "hyperparameters (defaults)", "description"):
+    for column in ("strategy", "family", "scenarios", "hyperparameters (defaults)", "description"):
         table.add_column(column)
     for info in strategies().values():
         hparams = list(info.hparams) + ([] if info.provides_optimizer else list(OPTIMIZER_HPARAMS))
         defaults = ", ".join(f"{h.name}={h.default}" for h in hparams) or "-"
-        table.add_row(info.name, info.family, defaults, info.description)
+        table.add_row(info.name, info.family, ", ".join(info.scenarios) if info.scenarios else "any", defaults, info.description)
     out.print(table)
