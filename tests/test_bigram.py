@@ -242,3 +242,74 @@ def test_real_run_on_split_fmnist(tmp_path):
     except DataUnavailable:
         pytest.skip("Fashion-MNIST is not installed")
     _cli_run(tmp_path, "split-fmnist", "cms,hope,cms+replay")
+
+
+# --------------------------------------------------------------------------------------------------
+# In-context regime variants (nl-math.md 5.2 option) and token cross-entropy
+
+
+def _regime_suite(regime, **more):
+    from nlbench.data.suites import configure_suite
+
+    return configure_suite("bigram-shift", {"regime": regime, **more})
+
+
+def test_in_context_regimes_mix_the_training_data_and_test_on_pure_regimes():
+    suite = _regime_suite("reexposure")
+    assert suite.n_experiences == 3 and _regime_suite("alternating", blocks=4).n_experiences == 4
+    bm = build_bigram_benchmark(suite, "domain", n_train=2000, n_test=64)
+    shares = [np.mean([int(t) for t in exp.dataset.targets]) for exp in bm.train_stream]
+    assert shares[0] == pytest.approx(0.1, abs=0.03) and shares[1] == pytest.approx(0.9, abs=0.03)  # share of B
+    assert shares[2] == pytest.approx(0.1, abs=0.03)
+    tests = [exp.dataset for exp in bm.test_stream]
+    assert [sorted(set(int(t) for t in d.targets)) for d in tests] == [[0], [1], [0]]  # pure test sets
+    assert all(torch.equal(tests[0][i][0], tests[2][i][0]) for i in range(64))  # A re-tested on the same data
+    data = make_synth_bigrams(n_train=1, n_test=1, seed=1)  # the in-context variants draw with DATA_SEED + 1
+    x, y = tests[1][0][0], tests[1][0][1]
+    follows_b = float((data.perms[1][x] == y).float().mean())
+    assert follows_b > 0.7  # regime B's law (1 - eps + eps/V of the tokens, within noise)
+
+
+def test_in_context_default_size_is_ten_times_the_slowest_clock():
+    from nlbench.data.bigram_regimes import DEFAULT_STEPS
+
+    from nlbench.strategies.cms.hparams import STRATEGY_PERIODS
+
+    assert DEFAULT_STEPS >= 10 * max(STRATEGY_PERIODS)
+    bm = build_bigram_benchmark(_regime_suite("mixture"), "domain", n_test=8)
+    suite = get_suite("bigram-shift")
+    assert len(bm.train_stream[0].dataset) * suite.epochs // suite.batch_size == DEFAULT_STEPS
+
+
+def test_token_cross_entropy_is_recorded_beside_accuracy(small):
+    spec = resolve_spec("bigram-shift", "adam", device="cpu", epochs=1, batch_size=32)
+    strategy, evaluator = build_strategy(spec, small, torch.device("cpu"))
+    recorder = next(p for p in strategy.plugins if hasattr(p, "rows"))
+    strategy.train(small.train_stream[0])
+    evaluate_row(strategy, evaluator, small.test_stream)
+    strategy.model.eval()
+    with torch.no_grad():
+        for j, exp in enumerate(small.test_stream):
+            x = torch.stack([exp.dataset[i][0] for i in range(len(exp.dataset))])
+            y = torch.stack([exp.dataset[i][1] for i in range(len(exp.dataset))])
+            direct = float(SequenceCrossEntropy()(strategy.model(x), y))
+            assert recorder.rows[-1][j] == pytest.approx(direct, rel=1e-5)
+    result = run_one(spec, benchmark=small)
+    assert np.array(result["cross_entropy_matrix"]).shape == (2, 2) and len(result["initial_cross_entropy"]) == 2
+
+
+@pytest.mark.slow  # 12 runs x 1280 steps of the tiny Transformer (~10 CPU-minutes)
+def test_the_in_context_variant_separates_methods():
+    """Over 3 seeds, at least two of adam, clocked-adam, cms and hope end with different mean matrices."""
+    bm = build_bigram_benchmark(_regime_suite("mixture"), "domain")
+    means = {}
+    for strategy in ("adam", "clocked-adam", "cms", "hope"):
+        matrices = []
+        for seed in (0, 1, 2):
+            spec = resolve_spec("bigram-shift", strategy, device="cpu", seed=seed, suite_options={"regime": "mixture"})
+            result = run_one(spec, benchmark=bm)
+            assert result["status"] == "completed", result["error"]
+            matrices.append(result["accuracy_matrix"])
+        means[strategy] = np.mean(matrices, axis=0)
+    spread = max(np.abs(a - b).max() for a in means.values() for b in means.values())
+    assert spread > 0.02, means

@@ -36,7 +36,7 @@ def test_suite_builds_its_stream(name, data_root, offline):
         assert int(y) in classes and int(t) == 0
         seen |= set(classes)
     assert seen == set(range(suite.n_classes))
-    if not suite.permuted:  # class-incremental: experiences partition the classes
+    if not suite.domain_shift:  # class-incremental: experiences partition the classes
         assert sum(len(c) for c in benchmark.experience_classes) == suite.n_classes
 
 
@@ -90,3 +90,115 @@ def test_nl_architectures_run_on_cifar_files(strategy, data_root, offline):
     result = run_one(spec, data_root=data_root)
     assert result["status"] == "completed", result["error"]
     assert len(result["accuracy_matrix"]) == 5 and "clocks" in result
+
+
+# --------------------------------------------------------------------------------------------------
+# Domain-incremental Fashion-MNIST (real data: Debian's dataset-fashion-mnist)
+
+
+@pytest.fixture(scope="module")
+def fmnist_test_images():
+    from nlbench.data.readers import DEFAULT_DATA_ROOT, load_arrays
+    from nlbench.data.streams import _to_model_tensor
+
+    try:
+        x, y = load_arrays("fashion-mnist", DEFAULT_DATA_ROOT, train=False, download=False)
+    except DataUnavailable:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    return _to_model_tensor(x, "fashion-mnist", (1, 28, 28)), y.long()
+
+
+def _fmnist(name, seed, n_tasks, scenario="domain"):
+    from nlbench.data.readers import DEFAULT_DATA_ROOT
+    from nlbench.data.suites import configure_suite
+
+    suite = configure_suite(name, {"n_tasks": n_tasks, "train_per_task": 500})
+    return build_benchmark(suite, scenario, seed=seed, data_root=DEFAULT_DATA_ROOT, download=False)
+
+
+def test_permuted_fmnist_permutations_are_seeded_and_distinct_with_all_classes(fmnist_test_images, offline):
+    x, y = fmnist_test_images
+    a, again, other = _fmnist("permuted-fmnist", 0, 3), _fmnist("permuted-fmnist", 0, 3), _fmnist("permuted-fmnist", 1, 3)
+    generator = torch.Generator().manual_seed(0)
+    expected = [torch.randperm(784, generator=generator) for _ in range(3)]  # the declared seeding
+    assert len({tuple(p.tolist()) for p in expected}) == 3
+    for i, exp in enumerate(a.test_stream):
+        xt, yt, _ = exp.nlbench_tensors
+        assert torch.equal(xt, x.flatten(2)[:, :, expected[i]].view_as(x)) and torch.equal(yt, y)
+        assert torch.equal(xt, again.test_stream[i].nlbench_tensors[0])
+        assert not torch.equal(xt, other.test_stream[i].nlbench_tensors[0])
+    for split in (a.train_stream, a.test_stream):
+        for exp in split:
+            assert sorted(set(exp.nlbench_tensors[1].tolist())) == list(range(10)) == exp.classes_in_this_experience
+    assert [len(e.dataset) for e in a.train_stream] == [500] * 3  # train_per_task: a seeded subset
+
+
+def test_rotated_fmnist_rotates_as_declared_with_all_classes(fmnist_test_images, offline):
+    from nlbench.data.suites import configure_suite, rotation_angles
+
+    x, y = fmnist_test_images
+    assert rotation_angles(10) == [18.0 * i for i in range(10)] and configure_suite("rotated-fmnist").n_experiences == 10
+    b = _fmnist("rotated-fmnist", 0, 2)  # angles 0 and 90: a quarter turn is exact on the pixel grid
+    x0, x1 = b.test_stream[0].nlbench_tensors[0], b.test_stream[1].nlbench_tensors[0]
+    assert torch.equal(x0, x)
+    assert torch.allclose(x1, torch.rot90(x, 1, dims=(2, 3)), atol=1e-4)  # counter-clockwise
+    four = _fmnist("rotated-fmnist", 3, 4)  # 0, 45, 90, 135 degrees; the seed does not move the angles
+    assert torch.allclose(four.test_stream[2].nlbench_tensors[0], x1, atol=1e-4)
+    assert not torch.allclose(four.test_stream[1].nlbench_tensors[0], x0, atol=1e-2)
+    for exp in four.train_stream:
+        assert sorted(set(exp.nlbench_tensors[1].tolist())) == list(range(10))
+    task = _fmnist("rotated-fmnist", 0, 2, scenario="task")
+    assert [exp.task_label for exp in task.train_stream] == [0, 1]
+
+
+def test_suite_options_are_validated_and_hashed_only_when_set():
+    plain = resolve_spec("permuted-fmnist", "adam", device="cpu")
+    assert plain.scenario == "domain" and plain.suite_options == () and "suite_options" not in plain.identity()
+    assert resolve_spec("permuted-fmnist", "adam", device="cpu", suite_options={"n_tasks": "10"}).run_id == plain.run_id
+    longer = resolve_spec("permuted-fmnist", "adam", device="cpu", suite_options={"n_tasks": "50"})
+    assert longer.suite_options == (("n_tasks", 50),) and longer.run_id != plain.run_id
+    with pytest.raises(UserError, match="n_tasks=51"):
+        resolve_spec("rotated-fmnist", "adam", device="cpu", suite_options={"n_tasks": 51})
+    with pytest.raises(UserError, match="unknown suite option 'regime' for permuted-fmnist; valid: n_tasks"):
+        resolve_spec("permuted-fmnist", "adam", device="cpu", suite_options={"regime": "mixture"})
+    assert resolve_spec("permuted-fmnist", "adam", device="cpu", scenario="task").head == "multi"
+
+
+# --------------------------------------------------------------------------------------------------
+# Every strategy on task-incremental streams, with both heads
+
+
+def _registered():
+    """Every registered strategy that declares the task scenario (DER declares class and domain only)."""
+    from nlbench.core.registry import strategies
+
+    return sorted(n for n, s in strategies().items() if s.scenarios is None or "task" in s.scenarios)
+
+
+@pytest.mark.slow  # every registered strategy, 5 experiences each (~1 CPU-minute per head)
+@pytest.mark.parametrize("head", ["mask", "multi"])
+def test_every_strategy_runs_task_incremental_split_digits(head):
+    """One experience-pair stream is enough to hit every code path (new heads, masks, buffers)."""
+    from nlbench.data.readers import DEFAULT_DATA_ROOT
+
+    benchmark = build_benchmark(get_suite("split-digits"), "task", seed=0, data_root=DEFAULT_DATA_ROOT)
+    failures = {}
+    for name in _registered():
+        spec = resolve_spec("split-digits", name, device="cpu", scenario="task", head=head, epochs=1)
+        result = run_one(spec, benchmark=benchmark)
+        if result["status"] != "completed" or len(result["accuracy_matrix"]) != 5:
+            failures[name] = (result["status"], str(result["error"]).splitlines()[:1])
+    assert not failures, failures
+
+
+@pytest.mark.slow  # every strategy x 2 heads on split-fmnist's file format (minutes)
+@pytest.mark.parametrize("head", ["mask", "multi"])
+def test_every_strategy_runs_task_incremental_split_fmnist(head, data_root, offline):
+    benchmark = build_benchmark(get_suite("split-fmnist"), "task", seed=0, data_root=data_root)
+    failures = {}
+    for name in _registered():
+        result = run_one(resolve_spec("split-fmnist", name, device="cpu", scenario="task", head=head, batch_size=32),
+                         benchmark=benchmark)
+        if result["status"] != "completed":
+            failures[name] = (result["status"], str(result["error"]).splitlines()[:1])
+    assert not failures, failures

@@ -54,13 +54,13 @@ def split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def parse_hparams(pairs: list[str]) -> dict[str, str]:
+def parse_hparams(pairs: list[str], flag: str = "--hp") -> dict[str, str]:
     """`--hp KEY=VALUE` options -> {key: "value"} (each value is parsed by the strategy's HParam later)."""
     parsed = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--hp expects KEY=VALUE, got {pair!r}")
+            raise UserError(f"{flag} expects KEY=VALUE, got {pair!r}")
         parsed[key.strip()] = value.strip()
     return parsed
 

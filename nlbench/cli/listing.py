@@ -24,14 +24,16 @@ def list_command() -> None:
     out.print(suites)
     for info in SUITES.values():  # below the table, so the table stays narrow
         alias = f" (alias {aliases[info.name]})" if info.name in aliases else ""
-        out.print(f"  {info.name}{alias}: {info.description}", highlight=False)
+        options = ", ".join(f"{o.name}={o.default}" for o in info.options)
+        out.print(f"  {info.name}{alias}: {info.description}" + (f"; options (--suite-option): {options}" if options else ""),
+                  highlight=False)
     out.print()
 
     table = Table(title="Strategies (combine with '+', e.g. ewc+replay)", title_justify="left")
-    for column in ("strategy", "family", "hyperparameters (defaults)", "description"):
+    for column in ("strategy", "family", "scenarios", "hyperparameters (defaults)", "description"):
         table.add_column(column, no_wrap=column in ("strategy", "family"))
     for info in strategies().values():
         hparams = list(info.hparams) + ([] if info.provides_optimizer else list(OPTIMIZER_HPARAMS))
         defaults = ", ".join(f"{h.name}={h.default}" for h in hparams) or "-"
-        table.add_row(info.name, info.family, defaults, info.description)
+        table.add_row(info.name, info.family, ", ".join(info.scenarios) if info.scenarios else "any", defaults, info.description)
     out.print(table)

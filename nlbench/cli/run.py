@@ -35,6 +35,9 @@ def run_command(
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for image models.")] = False,
     log: LogOption = None,
     log_dir: LogDirOption = None,
+    suite_option: Annotated[Optional[list[str]], typer.Option("--suite-option", help="Suite option KEY=VALUE (repeatable; e.g. n_tasks=20, regime=reexposure; see `nlbench list`).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Evaluate every seen experience every N training iterations (stability gap); 0: off.")] = 0,
+    probes: Annotated[bool, typer.Option("--probes", help="Clocked models: per-level update counts, weight change and accuracy with the level reverted.")] = False,
 ) -> None:
     """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table.
 
@@ -48,7 +51,8 @@ def run_command(
 
         names = split_list(strategy) if strategy else None  # None: every strategy that can run here
         fields = dict(seed=seed, scenario=scenario, backbone=backbone, head=head, epochs=epochs, batch_size=batch_size,
-                      protocol=protocol, data_path=data_path, amp=amp, compile=compile, channels_last=channels_last)
+                      protocol=protocol, data_path=data_path, amp=amp, compile=compile, channels_last=channels_last,
+                      suite_options=parse_hparams(suite_option or [], flag="--suite-option"), eval_every=eval_every, probes=probes)
         overrides = parse_hparams(hp or [])
         check_device(device)
         tracking = tracking_option(log, log_dir)

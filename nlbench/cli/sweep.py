@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nlbench.cli.common import LogDirOption, LogOption, user_errors
+from nlbench.cli.common import LogDirOption, LogOption, parse_hparams, user_errors
 from nlbench.cli.sweep_display import RichSweepView
 from nlbench.commands.sweep import build_settings, load_config, parse_grid_options, run_child, run_sweep
 
@@ -63,6 +63,11 @@ def sweep_command(
     retry_failed: Annotated[Optional[bool], typer.Option(
         "--retry-failed/--no-retry-failed", help="Run again the runs recorded as failed (a crash says nothing about the "
         "method); default: yes. Completed and diverged runs are always kept.")] = None,
+    suite_option: Annotated[Optional[list[str]], typer.Option(
+        "--suite-option", help="Suite option KEY=VALUE (repeatable; e.g. n_tasks=20, regime=reexposure).")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(
+        help="Evaluate every seen experience every N training iterations (stability gap); default: 0 (off).")] = None,
+    probes: Annotated[Optional[bool], typer.Option("--probes", help="Clock-level probes of clocked models.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the plan (every run and whether it is already done) and the number of runs; run nothing.")] = False,
     log: LogOption = None,
@@ -83,6 +88,8 @@ def sweep_command(
             "runs_per_gpu": runs_per_gpu, "cpus_per_run": cpus_per_run, "address": address, "retries": retries,
             "out": out, "data_root": data_root, "download": download, "retry_failed": retry_failed,
             "log": log or None, "log_dir": log_dir,
+            "suite_options": parse_hparams(suite_option, flag="--suite-option") if suite_option else None,
+            "eval_every": eval_every, "probes": probes,
         }
         code = run_sweep(build_settings(file_values, cli_values), RichSweepView(), dry_run=dry_run)
     if code:

@@ -83,10 +83,10 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
     )
     from nlbench.data.readers import resolve_data_root
     from nlbench.data.streams import build_benchmark
-    from nlbench.data.suites import get_suite
+    from nlbench.data.suites import configure_suite
 
     first = specs[0]
-    suite = get_suite(first.suite)
+    suite = configure_suite(first.suite, first.suite_options)
     events("loading", {"suite": suite.name, "total": len(specs), "experiences": suite.n_experiences})
     benchmark = build_benchmark(suite, first.scenario, first.seed, resolve_data_root(data_root), download)
     events("loaded", {"suite": suite.name})

@@ -35,6 +35,7 @@ from avalanche.training.templates import SupervisedTemplate
 
 from nlbench.core import metrics
 from nlbench.core.checkpoint import Checkpoints, Progress
+from nlbench.core.continual_eval import observer_plugins
 from nlbench.data.fastpath import Autocast, FastDataPath, random_crop_flip
 from nlbench.core.backbones import build_backbone
 from nlbench.core.device import resolve_device
@@ -42,7 +43,7 @@ from nlbench.models.heads import wrap_for_scenario
 from nlbench.core.registry import BuildContext, assemble_optimizer, build_parts
 from nlbench.core.spec import RunSpec
 from nlbench.data.streams import build_benchmark, hold_out
-from nlbench.data.suites import Benchmark, get_suite
+from nlbench.data.suites import Benchmark, configure_suite
 
 ProgressCallback = Callable[[str, dict], None]
 
@@ -190,7 +191,9 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
     if benchmark.suite.kind == "sequence":  # (B, L, V) logits: token-level loss and next-token accuracy
         from nlbench.data.bigram import FlattenSequenceOutputs, SequenceCrossEntropy
 
-        criterion, seam = SequenceCrossEntropy(), [FlattenSequenceOutputs()]
+        from nlbench.data.bigram import TokenCrossEntropy
+
+        criterion, seam = SequenceCrossEntropy(), [FlattenSequenceOutputs(), TokenCrossEntropy()]
     strategy = template(
         model=model,
         optimizer=optimizer,
@@ -199,7 +202,7 @@ def build_strategy(spec: RunSpec, benchmark: Benchmark, device: torch.device) ->
         train_epochs=spec.epochs,
         eval_mb_size=spec.eval_batch_size,
         device=device,
-        plugins=[*parts.plugins, *seam, DivergenceCheck()],
+        plugins=[*parts.plugins, *seam, *observer_plugins(spec, benchmark), DivergenceCheck()],
         evaluator=evaluator,
         eval_every=-1,
         **parts.template_kwargs,
@@ -268,7 +271,8 @@ def run_one(
     notify = progress or (lambda kind, info: None)
     device = resolve_device(spec.device)
     if benchmark is None:
-        benchmark = build_benchmark(get_suite(spec.suite), spec.scenario, spec.seed, resolve_data_root(data_root), download)
+        benchmark = build_benchmark(configure_suite(spec.suite, spec.suite_options), spec.scenario, spec.seed,
+                                    resolve_data_root(data_root), download)
     if spec.holdout:  # a tuning run: validation data held out of each training experience replaces the test stream
         benchmark = hold_out(benchmark, spec.holdout, spec.seed)
     # Benchmark builders reseed the global RNG; seed after them so the model init is the seed's own.

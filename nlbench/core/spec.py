@@ -21,7 +21,8 @@ MAX_SEED = 2**32 - 1  # numpy seeds are 32-bit: the largest seed a run can take
 _NOT_HASHED = frozenset({"name"})
 # Execution options added after the first results were stored: hashed only when set, so every run id
 # stored before they existed still names the same run.
-_HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False, "holdout": 0.0}
+_HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False, "holdout": 0.0,
+                  "suite_options": {}, "eval_every": 0, "probes": False}
 
 
 def _freeze(value: Any) -> Any:
@@ -52,11 +53,15 @@ class RunSpec:
     compile: bool = False  # torch.compile the backbone
     channels_last: bool = False  # channels-last memory format for image models
     holdout: float = 0.0  # > 0: evaluate on this fraction held out of each training experience (tuning), not the test set
+    suite_options: tuple[tuple[str, Any], ...] = ()  # options that change the stream (n_tasks, regime), set ones only
+    eval_every: int = 0  # continual evaluation every N training iterations (0: off; nlbench.core.continual_eval)
+    probes: bool = False  # per clock level probes of clocked models (nlbench.core.probes)
     name: str = field(default="default", compare=False)
     schema: int = SPEC_SCHEMA
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", tuple(sorted((k, _freeze(v)) for k, v in dict(self.hparams).items())))
+        object.__setattr__(self, "suite_options", tuple(sorted((k, _freeze(v)) for k, v in dict(self.suite_options).items())))
 
     @property
     def hp(self) -> dict[str, Any]:
@@ -82,6 +87,7 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams}
+        data["suite_options"] = dict(self.suite_options)
         return data
 
     def to_json(self) -> str:
@@ -92,6 +98,7 @@ class RunSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["hparams"] = tuple(dict(data.get("hparams", {})).items())
+        kwargs["suite_options"] = tuple(dict(data.get("suite_options", {})).items())
         return cls(**kwargs)
 
 
@@ -115,6 +122,9 @@ def resolve_spec(
     compile: bool = False,
     channels_last: bool = False,
     holdout: float = 0.0,
+    suite_options: Mapping[str, Any] | None = None,
+    eval_every: int = 0,
+    probes: bool = False,
 ) -> RunSpec:
     """Fill in suite and strategy defaults and validate everything; bad input raises UserError.
 
@@ -125,9 +135,12 @@ def resolve_spec(
     from nlbench.errors import UserError
     from nlbench.core.backbones import BACKBONES
     from nlbench.core.registry import check_scenario, resolve_hparams
-    from nlbench.data.suites import check_compatible, get_suite
+    from nlbench.data.suites import check_compatible, get_suite, parse_suite_options
 
     info = get_suite(suite)
+    options = parse_suite_options(info, suite_options)
+    if eval_every < 0:
+        raise UserError(f"--eval-every must be >= 0 (0: off), got {eval_every}")
     hparams = dict(hparams or {})
     if protocol is not None:
         from nlbench.core.protocols import protocol_overrides
@@ -183,6 +196,9 @@ def resolve_spec(
         compile=compile,
         channels_last=channels_last,
         holdout=float(holdout),
+        suite_options=options,
+        eval_every=eval_every,
+        probes=probes,
     )
 
 

@@ -133,7 +133,8 @@ def build_bigram_benchmark(suite: Any, scenario: str, seed: int = 0, n_train: in
                            n_test: int | None = None) -> Any:
     """`bigram-shift` as an nlbench Benchmark: two experiences (regime A, then B).
 
-    The data ignores the run `seed` (seed-fixed stream); `n_train` / `n_test` shrink it for tests.
+    The data ignores the run `seed` (seed-fixed stream); `n_train` / `n_test` shrink it for tests. The
+    suite option `regime` selects an in-context variant (`nlbench.data.bigram_regimes`), with more experiences.
     """
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
@@ -149,18 +150,39 @@ def build_bigram_benchmark(suite: Any, scenario: str, seed: int = 0, n_train: in
     if scenario not in suite.scenarios:
         raise UserError(f"scenario {scenario!r} is not available for {suite.name}; valid: {', '.join(suite.scenarios)}")
     options = dict(suite.sequence_options)
-    if n_train is not None:
-        options["n_train"] = n_train
-    if n_test is not None:
-        options["n_test"] = n_test
-    data = make_synth_bigrams(vocab_size=suite.n_classes, seq_len=suite.input_shape[0], **options)
+    regime = options.pop("regime", "blocked")
+    if regime != "blocked":
+        from nlbench.data.bigram_regimes import make_regime_stream
+
+        if n_train is not None:  # tests: n_train sequences per experience
+            options["steps"] = max(1, n_train * suite.epochs // suite.batch_size)
+        if n_test is not None:
+            options["n_test"] = n_test
+        _, train, test = make_regime_stream({"regime": regime, **options}, suite.n_classes, suite.input_shape[0],
+                                            suite.batch_size, suite.epochs, data_seed=DATA_SEED,
+                                            regime_permutations=regime_permutations, sample_sequences=sample_sequences)
+        regime_of = lambda pairs, i: pairs[i][2]  # noqa: E731 (per-sequence regime ids)
+    else:
+        for key in ("mix", "blocks"):
+            options.pop(key, None)
+        steps = options.pop("steps", 0)
+        if steps:
+            options["n_train"] = steps * suite.batch_size // suite.epochs
+        if n_train is not None:
+            options["n_train"] = n_train
+        if n_test is not None:
+            options["n_test"] = n_test
+        data = make_synth_bigrams(vocab_size=suite.n_classes, seq_len=suite.input_shape[0], **options)
+        train, test = data.train, data.test
+        regime_of = lambda pairs, i: torch.full((len(pairs[i][0]),), i, dtype=torch.long)  # noqa: E731
     streams = {}
-    for split, pairs in (("train", data.train), ("test", data.test)):
+    for split, pairs in (("train", train), ("test", test)):
         experiences = []
-        for regime, (x, y) in enumerate(pairs):
-            task_label = regime if scenario == "task" else 0
+        for eid in range(len(pairs)):
+            x, y = pairs[eid][0], pairs[eid][1]
+            task_label = eid if scenario == "task" else 0
             experiences.append(_make_taskaware_classification_dataset(
-                TensorDataset(x, y), targets=[regime] * len(x), task_labels=[task_label] * len(x),
+                TensorDataset(x, y), targets=regime_of(pairs, eid).tolist(), task_labels=[task_label] * len(x),
                 transform_groups={"train": (None, None), "eval": (None, None)},
                 initial_transform_group="train" if split == "train" else "eval",
             ))
@@ -169,7 +191,8 @@ def build_bigram_benchmark(suite: Any, scenario: str, seed: int = 0, n_train: in
     for stream in (bm.train_stream, bm.test_stream):
         for experience in stream:
             experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
-    return Benchmark(suite, scenario, bm.train_stream, bm.test_stream, [[r] for r in range(len(data.train))])
+    classes = [sorted(set(regime_of(train, i).tolist())) for i in range(len(train))]
+    return Benchmark(suite, scenario, bm.train_stream, bm.test_stream, classes)
 
 
 class SequenceCrossEntropy(torch.nn.CrossEntropyLoss):
@@ -195,3 +218,31 @@ class FlattenSequenceOutputs(SupervisedPlugin):
         strategy.mb_output = out.reshape(b * n, v)
         strategy.mbatch[1] = strategy.mbatch[1].reshape(-1)
         strategy.mbatch[-1] = strategy.mbatch[-1].repeat_interleave(n)
+
+
+class TokenCrossEntropy(SupervisedPlugin):
+    """Token cross-entropy (nats, mean over every test token) beside next-token accuracy: one row per eval
+    phase, one entry per test experience. The runner evaluates once before training, then after every
+    experience, so result.json gets `initial_cross_entropy` and `cross_entropy_matrix` shaped like the
+    accuracy matrix. Reads the outputs after `FlattenSequenceOutputs` has flattened them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[float]] = []
+        self._sums: dict[int, list[float]] = {}
+
+    def before_eval(self, strategy: Any, **kwargs: Any) -> None:
+        self._sums = {}
+
+    def after_eval_iteration(self, strategy: Any, **kwargs: Any) -> None:
+        out, target = strategy.mb_output, strategy.mbatch[1]
+        loss = torch.nn.functional.cross_entropy(out.float(), target, reduction="sum")
+        entry = self._sums.setdefault(strategy.experience.current_experience, [0.0, 0])
+        entry[0] += float(loss)
+        entry[1] += target.numel()
+
+    def after_eval(self, strategy: Any, **kwargs: Any) -> None:
+        self.rows.append([total / max(count, 1) for _, (total, count) in sorted(self._sums.items())])
+
+    def result_fields(self) -> dict[str, Any]:
+        return {"initial_cross_entropy": self.rows[0] if self.rows else [], "cross_entropy_matrix": self.rows[1:]}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nlbench.errors import UserError
-from nlbench.data.suites import Benchmark, SuiteInfo
+from nlbench.data.suites import Benchmark, SuiteInfo, rotation_angles
 
 # Per-channel mean and std of the training sets (standard values for the torchvision datasets).
 _NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -39,6 +39,23 @@ def _to_model_tensor(x: Any, dataset: str, shape: tuple[int, ...]) -> Any:
         x = (x - 0.5) / 0.5
     assert tuple(x.shape[1:]) == shape, (x.shape, shape)
     return x
+
+
+def rotate_images(x: Any, degrees: float, dataset: str) -> Any:
+    """Normalised (N, C, H, W) images rotated by `degrees` (counter-clockwise, bilinear); the corners
+    that come from outside the image get the normalised value of a black pixel, the background."""
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2.functional import rotate
+
+    if degrees == 0:
+        return x
+    mean, std = _NORMALISATION.get(dataset, ((0.5,), (0.5,)))
+    fill = [(0.0 - m) / s for m, s in zip(mean, std)]
+    out = torch.empty_like(x)
+    for start in range(0, len(x), 10_000):  # chunks: bounded temporary memory
+        out[start:start + 10_000] = rotate(x[start:start + 10_000], degrees, InterpolationMode.BILINEAR, fill=fill)
+    return out
 
 
 def _augmentation() -> Any:
@@ -81,6 +98,8 @@ def build_benchmark(
         n_pixels = suite.input_shape[1] * suite.input_shape[2]
         permutations = [torch.randperm(n_pixels, generator=generator) for _ in range(suite.n_experiences)]
         experience_classes = [list(range(suite.n_classes)) for _ in range(suite.n_experiences)]
+    elif suite.rotated:
+        experience_classes = [list(range(suite.n_classes)) for _ in range(suite.n_experiences)]
     else:
         k = suite.classes_per_experience
         experience_classes = [list(range(i * k, (i + 1) * k)) for i in range(suite.n_experiences)]
@@ -94,9 +113,16 @@ def build_benchmark(
             if suite.permuted:
                 flat = x.flatten(2)[:, :, permutations[eid]]
                 x_exp, y_exp = flat.view_as(x), y
+            elif suite.rotated:
+                x_exp, y_exp = rotate_images(x, rotation_angles(suite.n_experiences)[eid], suite.dataset), y
             else:
                 keep = torch.isin(y, torch.tensor(classes))
                 x_exp, y_exp = x[keep], y[keep]
+            if split == "train" and suite.train_per_task and suite.train_per_task < len(y_exp):
+                # A seeded subset per task (long streams would not fit in memory at 60000 images each).
+                keep = torch.randperm(len(y_exp), generator=torch.Generator().manual_seed(seed * 1000 + eid))
+                keep = keep[:suite.train_per_task].sort().values
+                x_exp, y_exp = x_exp[keep], y_exp[keep]
             task_label = eid if scenario == "task" else 0
             source_tensors[split].append((x_exp, y_exp, torch.full_like(y_exp, task_label)))
             experiences.append(

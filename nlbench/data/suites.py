@@ -10,7 +10,19 @@ Scenarios:
 - `class`: class-incremental, one head over all classes, no task labels at test time.
 - `task`: task-incremental, the experience index is the task label; the head is either masked to the
   task's classes (`head="mask"`) or one head per task (`head="multi"`, Avalanche MultiHeadClassifier).
-- `domain`: domain-incremental (permuted-mnist): every experience has all classes, no task labels.
+- `domain`: domain-incremental (permuted-mnist, permuted-fmnist, rotated-fmnist): every experience has all
+  classes, no task labels.
+
+Domain-shift suites: `permuted` suites apply one seeded pixel permutation per experience
+(`torch.randperm(H*W)` from a generator seeded with the run's seed, one draw per experience, in order);
+`rotated` suites rotate every image of experience i by `rotation_angles(n)[i]` = i * 180 / n degrees
+(bilinear, background fill), so experience 0 is the unrotated data and the angles are the same for every
+seed. Both keep all ten classes in every experience.
+
+Suite options (`SuiteOption`, `--suite-option KEY=VALUE`): a suite may declare options that change its
+stream (the number of tasks of permuted-fmnist / rotated-fmnist, the regime of bigram-shift).
+`configure_suite` validates them and returns the SuiteInfo they describe; a run's spec stores only the
+options that were set, so run ids of runs without options do not change.
 
 Sequence suites (kind "sequence"): `bigram-shift`, the two-regime bigram stream of
 nl-math.md 5.2 built by `nlbench.data.bigram`; samples are (tokens (L,), next tokens (L,), task) and the model
@@ -26,6 +38,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nlbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class SuiteOption:
+    """One declared suite option: default, kind ("int", "float" or "str"), bounds or choices, help."""
+
+    name: str
+    default: Any
+    kind: str
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def parse(self, raw: Any, suite: str) -> Any:
+        bad = UserError(f"suite option {self.name}={raw!r} is not valid for {suite}: {self.help}"
+                        + (f"; valid: {', '.join(self.choices)}" if self.choices else
+                           f"; valid: {self.kind} in [{self.low:g}, {self.high:g}]" if self.low is not None else ""))
+        try:
+            value = {"int": int, "float": float, "str": str}[self.kind](raw)
+        except (TypeError, ValueError):
+            raise bad from None
+        if isinstance(raw, bool) or (self.kind == "int" and isinstance(raw, float) and raw != int(raw)):
+            raise bad
+        if self.choices and value not in self.choices:
+            raise bad
+        if self.low is not None and not (self.low <= value <= self.high):
+            raise bad
+        return value
 
 
 @dataclass(frozen=True)
@@ -49,6 +90,14 @@ class SuiteInfo:
     sequence_options: dict[str, Any] = field(default_factory=dict)  # generator options (nlbench.data.bigram)
     backbones: tuple[str, ...] | None = None  # the backbones that fit the suite (None: any image backbone)
     unsupported: dict[str, str] = field(default_factory=dict)  # strategy component -> why it cannot run
+    rotated: bool = False  # rotated-fmnist: experience i rotates all classes by rotation_angles(n)[i] degrees
+    options: tuple[SuiteOption, ...] = ()  # declared suite options (see configure_suite)
+    train_per_task: int = 0  # domain-shift suites: training images per experience (0: all), a seeded subset
+
+    @property
+    def domain_shift(self) -> bool:
+        """Every experience holds every class (permuted or rotated)."""
+        return self.permuted or self.rotated
 
     @property
     def default_scenario(self) -> str:
@@ -56,14 +105,31 @@ class SuiteInfo:
 
     @property
     def classes_per_experience(self) -> int:
-        return self.n_classes if self.permuted else self.n_classes // self.n_experiences
+        return self.n_classes if self.domain_shift else self.n_classes // self.n_experiences
 
     def default_head(self, scenario: str) -> str:
         if scenario != "task":
             return "single"
         # Masking to a task's classes is meaningless when every task has every class.
-        return "multi" if self.permuted else "mask"
+        return "multi" if self.domain_shift else "mask"
 
+
+_TASK_OPTIONS = (
+    SuiteOption("n_tasks", 10, "int", "number of experiences (tasks)", low=1, high=50),
+    SuiteOption("train_per_task", 0, "int", "training images per task, a seeded subset (0: all 60000; "
+                "each full task holds ~190 MB of float32 images)", low=0, high=60000),
+)
+# bigram-shift's regimes (nlbench.data.bigram.REGIMES); in-context variants default to 640 optimizer steps
+# per experience, 10x the slowest default clock period (64), at the suite's batch 64 and 2 epochs.
+_BIGRAM_OPTIONS = (
+    SuiteOption("regime", "blocked", "str", "blocked (A then B), mixture (mix/1-mix of A/B, then 1-mix/mix), "
+                "alternating (A,B,A,B,... short blocks), reexposure (A, B, A)",
+                choices=("blocked", "mixture", "alternating", "reexposure")),
+    SuiteOption("mix", 0.9, "float", "mixture: share of regime A in the first experience", low=0.5, high=1.0),
+    SuiteOption("blocks", 6, "int", "alternating: number of experiences", low=2, high=50),
+    SuiteOption("steps", 0, "int", "optimizer steps per experience at the suite's batch size and epochs "
+                "(0: 640 for in-context regimes, the blocked default's 4096 sequences otherwise)", low=0, high=100_000),
+)
 
 SUITES: dict[str, SuiteInfo] = {
     s.name: s
@@ -78,13 +144,19 @@ SUITES: dict[str, SuiteInfo] = {
         SuiteInfo("permuted-mnist", "mnist", 10, 10, (1, 28, 28), "mlp", 1, 128, ("domain", "task"),
                   "MNIST under 10 fixed random pixel permutations (seeded), all 10 classes each",
                   permuted=True),
+        SuiteInfo("permuted-fmnist", "fashion-mnist", 10, 10, (1, 28, 28), "mlp", 1, 128, ("domain", "task"),
+                  "Fashion-MNIST under seeded pixel permutations (10 tasks; n_tasks up to 50), all 10 classes each",
+                  permuted=True, options=_TASK_OPTIONS),
+        SuiteInfo("rotated-fmnist", "fashion-mnist", 10, 10, (1, 28, 28), "mlp", 1, 128, ("domain", "task"),
+                  "Fashion-MNIST rotated by i*180/n degrees in task i (10 tasks; n_tasks up to 50), all 10 classes each",
+                  rotated=True, options=_TASK_OPTIONS),
         SuiteInfo("split-cifar10", "cifar10", 5, 10, (3, 32, 32), "reduced-resnet18", 50, 32, ("class", "task"),
                   "CIFAR-10, 5 experiences x 2 classes (DER protocol sizes: 50 epochs, batch 32)", augment=True),
         SuiteInfo("split-cifar100", "cifar100", 10, 100, (3, 32, 32), "reduced-resnet18", 50, 32, ("class", "task"),
                   "CIFAR-100, 10 experiences x 10 classes", augment=True),
         SuiteInfo("bigram-shift", "bigram", 2, 32, (32,), "transformer", 2, 64, ("domain",),
                   "synthetic two-regime bigram stream (V=32, L=32, eps=0.1; regime A then B), next-token accuracy",
-                  kind="sequence", backbones=("transformer",),
+                  kind="sequence", backbones=("transformer",), options=_BIGRAM_OPTIONS,
                   sequence_options={"eps": 0.1, "n_train": 4096, "n_test": 512, "overlap": 0.0},
                   unsupported={
                       "lwf": "LwF distils per-sample class logits over the classes of past experiences (here: "
@@ -102,6 +174,42 @@ def get_suite(name: str) -> SuiteInfo:
     if name not in SUITES:
         raise UserError(f"unknown suite {name!r}; valid: {', '.join([*SUITES, *ALIASES])}")
     return SUITES[name]
+
+
+def rotation_angles(n_tasks: int) -> list[float]:
+    """Degrees of rotation of each task of a rotated suite: i * 180 / n_tasks (task 0 unrotated)."""
+    return [i * 180.0 / n_tasks for i in range(n_tasks)]
+
+
+def parse_suite_options(suite: SuiteInfo, options: Any) -> tuple[tuple[str, Any], ...]:
+    """Validate KEY=VALUE suite options; returns the sorted (key, value) pairs that differ from the default."""
+    declared = {o.name: o for o in suite.options}
+    resolved = {}
+    for key, raw in dict(options or {}).items():
+        if key not in declared:
+            valid = ", ".join(declared) or "none"
+            raise UserError(f"unknown suite option {key!r} for {suite.name}; valid: {valid}")
+        value = declared[key].parse(raw, suite.name)
+        if value != declared[key].default:
+            resolved[key] = value
+    return tuple(sorted(resolved.items()))
+
+
+def configure_suite(suite: SuiteInfo | str, options: Any = ()) -> SuiteInfo:
+    """The SuiteInfo that `options` (validated, see parse_suite_options) describe."""
+    import dataclasses
+
+    info = get_suite(suite) if isinstance(suite, str) else suite
+    values = dict(parse_suite_options(info, dict(options)))
+    if not values:
+        return info
+    if info.kind == "sequence":
+        regime = values.get("regime", "blocked")
+        n = {"blocked": 2, "mixture": 2, "reexposure": 3, "alternating": values.get("blocks", 6)}[regime]
+        sequence = {**info.sequence_options, **{k: values[k] for k in ("regime", "mix", "blocks", "steps") if k in values}}
+        return dataclasses.replace(info, n_experiences=n, sequence_options=sequence)
+    n = values.get("n_tasks", info.n_experiences)
+    return dataclasses.replace(info, n_experiences=n, train_per_task=values.get("train_per_task", 0))
 
 
 def check_compatible(suite: SuiteInfo, strategy: str, backbone: str) -> None:

@@ -120,7 +120,9 @@ def build_report(
     ctx = {"results_dir": results_dir, "out": out, "runs": runs, "summary": summary, "comparison": comparison,
            "sweeps": sweeps, "skipped": skipped, "unfinished": unfinished, "figure_index": figure_index, "tables": tables}
     ctx["verdicts"] = verdicts_section(runs, results_dir, out, write_csv, figures)  # paired stats: the opening section
-    report_md.write_text(render_markdown(ctx))
+    from nlbench.commands.report.continual import continual_section
+
+    report_md.write_text(render_markdown(ctx) + continual_section(runs, out, tables, figures))
     n_completed = int((runs["status"] == "completed").sum())
     return ReportSummary(
         results_dir=results_dir, out=out, report_md=report_md, tables=tables, figures=figures,

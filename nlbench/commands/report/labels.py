@@ -22,7 +22,7 @@ LABELS = {
     "learning_acc": "Learning acc",
     "fwt": "FWT",
 }
-SPEC_KEYS = ("suite", "scenario", "head", "backbone", "strategy", "epochs", "batch_size", "protocol")
+SPEC_KEYS = ("suite", "scenario", "head", "backbone", "strategy", "epochs", "batch_size", "protocol", "suite_options")
 MISSING = "-"
 
 
@@ -45,6 +45,8 @@ def label(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
         return "(" + ",".join(label(v) for v in value) + ")"
+    if isinstance(value, dict):  # suite options: only the ones set are stored
+        return ",".join(f"{k}={label(v)}" for k, v in sorted(value.items())) or "default"
     return str(value)
 
 

@@ -95,6 +95,7 @@ def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
                 batch_size=settings.batch_size, hparams=point, name=settings.name, protocol=settings.protocol,
                 **{key: value for key in ("data_path", "amp") if (value := getattr(settings, key)) is not None},
                 compile=settings.compile, channels_last=settings.channels_last,
+                suite_options=settings.suite_options, eval_every=settings.eval_every, probes=settings.probes,
             )
             planned.setdefault(spec.run_id, PlannedRun(spec, tuple(point.items())))
     return list(planned.values())

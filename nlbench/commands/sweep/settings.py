@@ -52,10 +52,13 @@ class SweepSettings:
     retry_failed: bool = True
     log: tuple[str, ...] = ()  # experiment trackers (`--log`): tensorboard, wandb, csv
     log_dir: Optional[Path] = None  # their directory; default: logs
+    suite_options: dict[str, Any] = field(default_factory=dict)  # KEY: value (n_tasks, regime, ...)
+    eval_every: int = 0  # continual evaluation every N iterations (0: off)
+    probes: bool = False  # clock-level probes of clocked models
 
 
 _STR_KEYS = ("suite", "name", "scenario", "head", "backbone", "protocol", "data_path", "amp", "device", "executor", "address")
-_INT_KEYS = ("epochs", "batch_size", "jobs", "runs_per_gpu", "retries")
+_INT_KEYS = ("epochs", "batch_size", "jobs", "runs_per_gpu", "retries", "eval_every")
 CONFIG_KEYS = tuple(f.name for f in fields(SweepSettings))
 
 
@@ -213,7 +216,11 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
             value = float(value)
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"--cpus-per-run must be a positive number, got {value:g}")
-        elif key in ("download", "retry_failed", "compile", "channels_last"):
+        elif key == "suite_options":
+            if not isinstance(value, dict):
+                raise UserError(f"'suite_options' must be a mapping KEY: value, got {value!r}")
+            value = {str(k): v for k, v in value.items()}
+        elif key in ("download", "retry_failed", "compile", "channels_last", "probes"):
             if not isinstance(value, bool):
                 raise UserError(f"{key!r} must be true or false, got {echo(value)}")
         elif key == "log":
