@@ -25,6 +25,8 @@ from nlbench.core.registry import HParam, Parts, register_strategy, trainable
         HParam("v_period", 10, "int", "period of the second-moment clock, in steps", low=1, high=1_000_000),
         HParam("beta2_mode", "plain", "str", "beta2 per slow update, or beta2^period (same horizon)", choices=("plain", "horizon")),
         HParam("weight_decay", 0.0, "float", "L2 weight decay", low=0.0, high=1.0),
+        HParam("guard", True, "bool", "denominator max(vhat, mean g^2 since the last slow update); off = spec 8.3"),
+        HParam("warm_start", False, "bool", "start v at g_1^2 (no provisional phase); for guard=false runs"),
     ),
 )
 def build(ctx, hp):
@@ -33,6 +35,6 @@ def build(ctx, hp):
     return Parts(
         optimizer=lambda model, params=None: NestedAdam(
             trainable(model, params), lr=hp["lr"], v_period=hp["v_period"], beta2_mode=hp["beta2_mode"],
-            weight_decay=hp["weight_decay"],
+            weight_decay=hp["weight_decay"], guard=hp["guard"], warm_start=hp["warm_start"],
         )
     )
