@@ -5,9 +5,9 @@ Registration only: importing this package needs neither torch nor numpy nor Aval
 imports the optimizer module when a run is built. The package, read top-down:
 
 * ``adam``: the slow-clock second moment (pure update ``nested_adam_update_``) and ``NestedAdam``.
-* ``m3``: M3, Multi-scale Momentum Muon (Algorithm 1, Eq 75), not registered.
+M3 (Multi-scale Momentum Muon) is its own strategy, ``nlbench.strategies.m3``.
 
-Both use the step skeleton of ``nlbench.strategies.dmgd.base``.
+It uses the step skeleton of ``nlbench.strategies.dmgd.base``.
 """
 
 from __future__ import annotations
