@@ -12,7 +12,7 @@ from torch import nn
 
 from nlbench.strategies.dmgd.newton_schulz import newton_schulz5
 from nlbench.strategies.nested_adam.adam import NestedAdam, is_due, slow_beta2
-from nlbench.strategies.nested_adam.m3 import M3
+from nlbench.strategies.m3.optimizer import M3
 
 
 def _mlp(seed: int = 0, dtype=torch.float32) -> nn.Module:
