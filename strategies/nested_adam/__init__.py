@@ -17,7 +17,9 @@ from nlbench.core.registry import HParam, Parts, register_strategy, trainable
 
 @register_strategy(
     "nested-adam",
-    description="Adam whose second moment lives on a slower clock (NL §8)",
+    description=("Adam whose second moment lives on a slower clock (NL §8); the guard max(vhat, recent g^2) "
+                 "shrinks steps (result diagnostics: guard_rate, step_ratio_to_adam); guard=false "
+                 "warm_start=true runs without it"),
     family="nested-learning",
     provides_optimizer=True,
     hparams=(
