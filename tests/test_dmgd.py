@@ -453,3 +453,93 @@ def test_ns_functions_reject_non_matrices():
         newton_schulz5(torch.ones(3))
     with pytest.raises(ValueError):
         polar_cubic(torch.ones(2, 2, 2))
+
+
+# ------------------------------------------------- DMGD: an autograd reference and the defaults
+
+
+def _reference_dmgd(W0, grads, *, lr, alpha, zeta, objective, precond, hidden, key_norm, seed=0,
+                    beta2=0.999):
+    """DMGD (spec 7.2) for one weight from its definition, with autograd for the inner gradient:
+    phi <- alpha phi - zeta grad_phi l(phi; U, V) (shared Wa, Wb: row mean), then W <- W + lr m_phi(U)
+    read from the UPDATED memory."""
+    d_out, d_in = W0.shape
+    B = torch.zeros_like(W0)
+    gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003)
+    Wb = (torch.randn(hidden, d_in, generator=gen, dtype=torch.float32) / math.sqrt(d_in)).to(W0.dtype)
+    Wa = torch.zeros(d_in, hidden, dtype=W0.dtype)
+    sq, W, traj = torch.zeros_like(W0), W0.clone(), []
+    for t, U in enumerate(grads, start=1):
+        phi = [x.clone().requires_grad_(True) for x in (B, Wa, Wb)]
+        K = U / U.pow(2).mean().sqrt() if key_norm == "rms" else U
+        m = phi[0] + torch.tanh(K @ phi[2].T) @ phi[1].T
+        if objective == "dot":
+            loss = (m * U).sum()
+        else:
+            sq = beta2 * sq + (1 - beta2) * U * U
+            V = -U / ((sq / (1 - beta2 ** t)).sqrt() + 1e-8) if precond == "adam" else -U
+            loss = 0.5 * ((m - V) ** 2).sum()
+        gB, gWa, gWb = torch.autograd.grad(loss, phi)
+        B = alpha * B - zeta * gB
+        Wa = alpha * Wa - zeta * gWa / d_out
+        Wb = alpha * Wb - zeta * gWb / d_out
+        W = W + lr * (B + torch.tanh(K @ Wb.T) @ Wa.T)
+        traj.append(W.clone())
+    return traj
+
+
+@pytest.mark.parametrize("objective,precond,key_norm", [("l2", "adam", "rms"), ("l2", "identity", "none"),
+                                                       ("dot", "identity", "rms")])
+def test_dmgd_with_an_mlp_memory_matches_an_autograd_reference(objective, precond, key_norm):
+    """hidden > 0: the outer step must read the memory AFTER its inner update (reading it before is
+    invisible with hidden = 0 only at the first step; here every step is compared)."""
+    gen = torch.Generator().manual_seed(4)
+    W0 = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(5, 7, generator=gen, dtype=torch.float64) * (1 + s) for s in range(6)]
+    W = nn.Parameter(W0.clone())
+    opt = DeepMomentumGD([W], lr=0.3, alpha=0.95, zeta=0.5, objective=objective, precond=precond, hidden=4,
+                         key_norm=key_norm)
+    expected = _reference_dmgd(W0, grads, lr=0.3, alpha=0.95, zeta=0.5, objective=objective,
+                               precond=precond, hidden=4, key_norm=key_norm)
+    for U, want in zip(grads, expected):
+        W.grad = U.clone()
+        opt.step()
+        assert torch.allclose(W.detach(), want, rtol=0, atol=1e-11)
+    assert opt.state[W]["Wa"].abs().max() > 0.01
+
+
+def _digits(n=256):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return torch.tensor(X[:n] / 16.0, dtype=torch.float64), torch.tensor(y[:n])
+
+
+def _dmgd_strategy_trajectory(overrides, steps=40):
+    from nlbench.core.registry import BuildContext, build_parts, resolve_hparams
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).double()
+    start = torch.cat([p.detach().flatten() for p in model.parameters()])
+    ctx = BuildContext(spec=None, suite=None, model=model, device=torch.device("cpu"))
+    opt = build_parts("dmgd", ctx, resolve_hparams("dmgd", overrides)).optimizer(model, None)
+    X, y = _digits()
+    for s in range(steps):
+        idx = slice(32 * (s % 8), 32 * (s % 8 + 1))
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
+        opt.step()
+    return start, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_dmgd_defaults_make_the_mlp_memory_material():
+    """At the strategy's defaults the learned MLP part moves the trajectory by a large fraction of its
+    displacement (measured 0.23 at 40 steps on digits); with raw gradient keys (key_norm none, the former
+    default) 0.0019: EMA momentum under another name."""
+    def materiality(**hp):
+        start, deep = _dmgd_strategy_trajectory(hp)
+        _, linear = _dmgd_strategy_trajectory({**hp, "hidden": 0})
+        return float((deep - linear).norm() / (linear - start).norm())
+
+    assert materiality() > 0.1
+    assert materiality(key_norm="none") < 0.01

@@ -30,6 +30,10 @@ from nlbench.data.suites import get_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+# The linear delta-rule memory with chunk-start reads and outer-learned gates (the former default): the
+# properties below are stated for it; tests/test_hope_options.py checks every option against a reference.
+LINEAR = {"memory": "linear", "read": "chunk", "gates": "linear"}
+
 
 def _unit(*shape, generator):
     return nn.functional.normalize(torch.randn(*shape, generator=generator, dtype=torch.float64), dim=-1)
@@ -93,7 +97,7 @@ def test_chunked_update_is_sequential_gd_with_gradients_at_the_chunk_start():
 
 def _identity_memory(chunk=1):
     """A memory whose conv passes z through, q = k = normalize(z) per head, eta = alpha = 1 exactly."""
-    memory = SelfModifyingMemory(HopeConfig(d_model=8, n_heads=2, chunk=chunk, eta_max=1.0, alpha_bias=100.0))
+    memory = SelfModifyingMemory(HopeConfig(d_model=8, n_heads=2, chunk=chunk, eta_max=1.0, alpha_bias=100.0, **LINEAR))
     with torch.no_grad():
         memory.conv.weight.zero_()
         memory.conv.weight[:, 0, -1] = 1.0  # the current token only
@@ -143,7 +147,7 @@ def test_reads_are_causal_and_a_full_length_chunk_reads_the_initial_state():
         a, b = model(x), model(y)
     assert torch.allclose(a[:, :20], b[:, :20], atol=1e-6, rtol=0)
     assert not torch.allclose(a[:, 20:], b[:, 20:])
-    model = HopeLM(HopeLMConfig(chunk=32)).eval()
+    model = HopeLM(HopeLMConfig(chunk=32, read="chunk")).eval()
     with torch.no_grad():
         live = model(x)
         for block in model.blocks:
@@ -155,11 +159,11 @@ def test_the_self_referential_writes_stay_bounded():
     """Every memory writes its own target M_box(v); with unit keys and values that loop cannot blow up,
     even with eta = alpha = 1 on every token of a long sequence, or in the 32x32 HopeViT (8 chunks x 4 blocks)."""
     torch.manual_seed(0)
-    lm = HopeLM(HopeLMConfig(max_len=256, chunk=1, eta_max=1.0, alpha_bias=100.0))
+    lm = HopeLM(HopeLMConfig(max_len=256, chunk=1, eta_max=1.0, alpha_bias=100.0, **LINEAR))
     for block in lm.blocks:
         with torch.no_grad():
             block.memory.eta.bias.fill_(100.0)
-    vit = hope_for_suite(type("Suite", (), {"kind": "image", "input_shape": (3, 32, 32), "n_classes": 10}))
+    vit = hope_for_suite(type("Suite", (), {"kind": "image", "input_shape": (3, 32, 32), "n_classes": 10}), **LINEAR)
     with torch.no_grad():
         assert lm(torch.randint(32, (2, 256))).abs().max() < 100
         assert vit(100 * torch.randn(4, 3, 32, 32)).abs().max() < 100
@@ -186,8 +190,8 @@ def test_shapes_levels_and_gradients():
     assert out.shape == (4, 32, 32)
     out.logsumexp(-1).mean().backward()
     memory = lm.blocks[0].memory
-    for name in ("init_state", "eta", "alpha", "q", "conv"):
-        param = getattr(memory, name) if name == "init_state" else getattr(memory, name).weight
+    for name in ("init_w1", "init_w2", "init_gates", "gate_bias", "q", "conv"):
+        param = getattr(memory, name) if name.startswith(("init", "gate")) else getattr(memory, name).weight
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     for shape, n_patches in (((2, 1, 28, 28), 16), ((2, 3, 32, 32), 64), ((2, 8, 8), 16)):
         suite = type("Suite", (), {"kind": "image", "input_shape": shape[1:], "n_classes": 10})
@@ -196,7 +200,7 @@ def test_shapes_levels_and_gradients():
         assert vit(torch.randn(*shape)).shape == (2, 10)
     periods = {lv.period: lv.names for lv in wire_clocks(lm, (1, 8, 64))}
     assert all(".cms.2." in n for n in periods[64]) and all(".cms.1." in n for n in periods[8])
-    assert "blocks.0.memory.init_state" in periods[1] and "classifier.weight" in periods[1]
+    assert "blocks.0.memory.init_w1" in periods[1] and "classifier.weight" in periods[1]
 
 
 # --------------------------------------------------------------------------------------------------

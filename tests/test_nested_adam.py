@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import io
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 
 from nlbench.strategies.dmgd.newton_schulz import newton_schulz5
 from nlbench.strategies.nested_adam.adam import NestedAdam, is_due, slow_beta2
-from nlbench.strategies.nested_adam.m3 import M3
+from nlbench.strategies.m3.optimizer import M3
 
 
 def _mlp(seed: int = 0, dtype=torch.float32) -> nn.Module:
@@ -328,4 +329,145 @@ def test_nested_adam_trains_a_real_stream_without_diverging():
     spec = resolve_spec("split-digits", "nested-adam", device="cpu", epochs=2)
     result = run_one(spec, benchmark=benchmark)
     assert result["status"] == "completed", result["error"]
+    assert max(result["accuracy_matrix"][0]) > 0.4
+
+
+# ------------------------------------------------------- reference, guard option and diagnostics
+
+
+def _reference_nested_adam(params0, grads, *, lr, b1, b2, eps, period, guard):
+    """Spec 8.3 in plain float64 tensor maths, independent of the optimizer's code: the slow v is
+    bias-corrected with k_v (its own update count); returns the trajectory and the diagnostics."""
+    ps = [p.clone() for p in params0]
+    m = [torch.zeros_like(p) for p in ps]
+    v = [torch.zeros_like(p) for p in ps]
+    av = [torch.zeros_like(p) for p in ps]
+    Q = [torch.zeros_like(p) for p in ps]
+    n, k_v, traj = 0, 0, []
+    step_sum = adam_sum = cells = acted = 0.0
+    for s, gs in enumerate(grads, start=1):
+        for Qi, g in zip(Q, gs):
+            Qi += g * g
+        n += 1
+        due = s % period == 0
+        if due:
+            for vi, Qi in zip(v, Q):
+                vi.copy_(b2 * vi + (1 - b2) * Qi / n)
+            k_v += 1
+        for i, g in enumerate(gs):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            mhat = m[i] / (1 - b1 ** s)
+            # not yet in v: the window so far; at a due step the optimizer's guard takes g^2
+            unseen = g * g if due else Q[i] / n
+            if k_v == 0:
+                denom_sq = unseen
+            else:
+                vhat = v[i] / (1 - b2 ** k_v)
+                denom_sq = torch.maximum(vhat, unseen) if guard else vhat
+                cells += g.numel()
+                acted += float((unseen > vhat).sum())
+            av[i] = b2 * av[i] + (1 - b2) * g * g
+            step = lr * mhat / (denom_sq.sqrt() + eps)
+            step_sum += float(step.abs().sum())
+            adam_sum += float((lr * mhat / ((av[i] / (1 - b2 ** s)).sqrt() + eps)).abs().sum())
+            ps[i] = ps[i] - step
+        if due:
+            for Qi in Q:
+                Qi.zero_()
+            n = 0
+        traj.append([p.clone() for p in ps])
+    return traj, {"guard_rate": acted / cells, "step_ratio_to_adam": step_sum / adam_sum}
+
+
+@pytest.mark.parametrize("guard", [False, True])
+def test_slow_moment_matches_reference_and_is_corrected_by_its_own_count(guard):
+    """Trajectory and diagnostics against an independent float64 reference of spec 8.3, with
+    gradients whose scale changes (so the guard does not hide the slow v's bias correction: with
+    the global step instead of k_v in the correction, this test fails)."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(4, 3), (5,)]
+    params0 = [torch.randn(*sh, generator=gen, dtype=torch.float64) for sh in shapes]
+    grads = [[torch.randn(*sh, generator=gen, dtype=torch.float64) * (1 + 0.2 * s) for sh in shapes]
+             for s in range(23)]
+    ps = [torch.nn.Parameter(p.clone()) for p in params0]
+    opt = NestedAdam(ps, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, v_period=4, guard=guard)
+    expected, diag = _reference_nested_adam(params0, grads, lr=1e-2, b1=0.9, b2=0.99, eps=1e-8,
+                                            period=4, guard=guard)
+    for gs, want in zip(grads, expected):
+        for p, g in zip(ps, gs):
+            p.grad = g.clone()
+        opt.step()
+        for p, w in zip(ps, want):
+            assert torch.allclose(p.detach(), w, rtol=0, atol=1e-12)
+    got = opt.diagnostics()
+    assert json.loads(json.dumps(got)) == got
+    assert got["guard_rate"] == pytest.approx(diag["guard_rate"], abs=1e-12)
+    assert 0 < got["guard_rate"] < 1
+    assert got["step_ratio_to_adam"] == pytest.approx(diag["step_ratio_to_adam"], rel=1e-9)
+
+
+def test_diagnostics_at_period_one_report_adam():
+    model = _mlp()
+    opt = NestedAdam(model.parameters(), lr=1e-3, v_period=1)
+    _train(model, opt, 7, _minibatches())
+    d = opt.diagnostics()
+    assert d["step_ratio_to_adam"] == pytest.approx(1.0, rel=1e-6)
+    assert d["guard_rate"] == 0.0 and d["guard_coordinate_steps"] == 0 and d["global_step"] == 7
+
+
+def test_diagnostics_off_and_guard_off_are_spec_as_written():
+    """diagnose=False changes no number; guard=False takes vhat alone even where mean g^2 is larger."""
+    a, b = _mlp(), _mlp()
+    oa = NestedAdam(a.parameters(), lr=1e-3, v_period=3)
+    ob = NestedAdam(b.parameters(), lr=1e-3, v_period=3, diagnose=False)
+    _train(a, oa, 9, _minibatches())
+    _train(b, ob, 9, _minibatches())
+    _assert_models_equal(a, b)
+    assert ob.diagnostics() == {}
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = NestedAdam([p], lr=1e-3, v_period=2, guard=False)
+    for g in (1.0, 1.0, 3.0):
+        p.grad = torch.tensor([g], dtype=torch.float64)
+        opt.step()
+    # steps 1-2 move by lr (mhat = 1, vhat = 1); step 3: vhat = 1 (k_v = 1) but mean g^2 = 9, and
+    # the step uses vhat alone: lr * mhat / 1 (the guard would divide by 3)
+    mhat3 = (0.9 * 0.19 + 0.1 * 3.0) / (1 - 0.9 ** 3)
+    assert p.item() == pytest.approx(-1e-3 * (2.0 + mhat3) / (1 + 1e-8), abs=1e-12)
+    assert opt.diagnostics()["guard_rate"] == 0.5
+
+
+def test_warm_start_starts_v_at_g1_squared_with_a_tensor_floor_and_skips_correction():
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = NestedAdam([p], lr=1e-3, v_period=5, guard=False, warm_start=True)
+    p.grad = torch.tensor([2.0, 0.0, 1.0], dtype=torch.float64)
+    opt.step()
+    v = opt.state[p]["exp_avg_sq"]
+    assert torch.equal(v, torch.tensor([4.0, 5.0 / 3.0, 5.0 / 3.0], dtype=torch.float64))
+    # first step: mhat = g, denominator sqrt(v0): the silent coordinate does not move, none explodes
+    assert torch.allclose(p.detach(), -1e-3 * torch.tensor([1.0, 0.0, 1.0 / (5 / 3) ** 0.5],
+                                                           dtype=torch.float64))
+    for _ in range(4):
+        p.grad = torch.tensor([2.0, 0.0, 1.0], dtype=torch.float64)
+        opt.step()
+    # the due step (s = 5) folds the window mean into v with no bias correction
+    assert torch.allclose(opt.state[p]["exp_avg_sq"],
+                          0.999 * torch.tensor([4.0, 5 / 3, 5 / 3], dtype=torch.float64)
+                          + 0.001 * torch.tensor([4.0, 0.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("hp", [{}, {"guard": False, "warm_start": True}])
+def test_nested_adam_records_diagnostics_in_the_result(hp):
+    """The runner stores optimizer.diagnostics(); guard-free with the warm start trains stably."""
+    from nlbench.data.readers import DEFAULT_DATA_ROOT
+    from nlbench.core.runner import run_one
+    from nlbench.core.spec import resolve_spec
+    from nlbench.data.streams import build_benchmark
+    from nlbench.data.suites import get_suite
+
+    benchmark = build_benchmark(get_suite("split-digits"), "class", 0, DEFAULT_DATA_ROOT)
+    spec = resolve_spec("split-digits", "nested-adam", device="cpu", epochs=1, hparams=hp)
+    result = run_one(spec, benchmark=benchmark)
+    assert result["status"] == "completed", result["error"]
+    d = result["diagnostics"]
+    assert 0 < d["guard_rate"] < 1 and 0.3 < d["step_ratio_to_adam"] < 1.5
     assert max(result["accuracy_matrix"][0]) > 0.4

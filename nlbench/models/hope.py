@@ -1,58 +1,63 @@
-"""HOPE: a self-modifying associative memory (delta-rule inner updates, learned eta/alpha gates) followed
-by a Continuum Memory System, as a sequence model (HopeLM) and as an image backbone (HopeViT).
+"""HOPE: self-modifying associative memories followed by a Continuum Memory System, as a sequence model
+(HopeLM) and as an image backbone (HopeViT).
 
 Source: A. Behrouz, M. Razaviyayn, P. Zhong, V. Mirrokni, "Nested Learning: The Illusion of Deep
 Learning Architectures", arXiv:2512.24695 (NeurIPS 2025), §8.1-8.3 Eq 83-97 (self-referential Titans,
-Hope), on Titans (Behrouz, Zhong, Mirrokni, arXiv:2501.00663) §3. nlbench's definition: docs
-nl-math.md section 9 (decisions in 9.2 and in the table of section 11, rows 8-11).
+Hope), on Titans (Behrouz, Zhong, Mirrokni, arXiv:2501.00663) §3. nlbench's definition: nl-math.md
+section 9 (decisions in 9.2 and in the table of section 11, rows 8-11). The memory and its update rules
+are in `nlbench.models.hope_memory`.
 
-Memory read/write, per head (head width d_h), for one sequence; every memory is LINEAR and residual,
-M_box(u) = u + W_box u (Eq 89 with an identity activation), box in {mem, k, v}:
+Memory read/write, per head (head width d_h), for one sequence; box in {mem, k, v (, q)}:
 
     z_t     = CausalDepthwiseConv_4(LN(h_t))                       (window 4, causal)
-    q_t     = normalize(W_q z_t)        fixed projection (the only non-adaptive one, nl-math.md 11 #8)
+    M_box(u) = u + W1 silu(W2 u)   (memory="mlp", Eq 89, default) | u + W u (memory="linear")
+    q_t     = normalize(W_q z_t)  fixed (default, nl-math.md 11 #8) | normalize(M_q(z_t)) (adaptive_q)
     k_t     = normalize(M_k(z_t)),  v_t = normalize(M_v(z_t))       adaptive projections (Eq 83/86)
-    eta_t   = eta_max * sigmoid(w_eta . z_t + b_eta)                learned gates, one scalar per head
-    alpha_t = sigmoid(w_alpha . z_t + b_alpha),  b_alpha = 4 at init (alpha ~ 0.98; "retain", 11 #11)
+    eta_t   = eta_max sigmoid(M_eta(z_t) + b_eta), alpha_t = sigmoid(M_alpha(z_t) + b_alpha)
+              gates="memory" (default): M_eta, M_alpha are per-head linear memories R^dh -> R, written
+              like the others with their own targets (Eq 83-88); gates="linear": outer-learned w . z_t
+              (b_alpha = 4 at init: alpha ~ 0.98, "retain", 11 #11)
     vhat_box,t = sg(M_box(v_t))                                     each memory generates its own value (Eq 84/87)
-    read:   o_t = M_mem(q_t)                                        before any write of its chunk
-    write:  W_box <- alpha_t W_box - eta_t (M_box(k_t) - vhat_box,t) k_t^T
-            i.e. W <- W (alpha I - eta k k^T) + eta (vhat - k) k^T: the delta rule on the map u -> u + W u,
-            with retention alpha acting on the learned part W (the identity path is never forgotten)
+    read:   o_t = M_mem,t-1(q_t)   (read="token", Eq 83, default) | the chunk-start state (read="chunk")
+    write:  S <- mu S - eta_t grad 1/2 ||M_box(k_t) - vhat_box,t||^2 ;  phi_box <- alpha_t phi_box + S
+            (mu = inner_momentum, default 0; linear: the delta rule W (alpha I - eta k k^T) - eta (k - vhat) k^T;
+            rank1_dgd: Eq 88's factor (alpha I - eta k k^T) also on the MLP's W2)
 
-The write is the delta rule (nl-math.md 9.2 decision: Eq 92 with the sign fixed; Eq 93 double-counts).
-Values are L2-normalised like keys and queries (our choice; the paper normalises q and k only): a memory's
-self-generated target M_box(v) grows with ||v|| ||W_box||, and with unnormalised values that feedback
-diverged (NaN in the first forward of the 32x32 HopeViT: 8 chunks x 4 blocks). With ||v|| = 1 a write on
-W is W (alpha I + eta (v - k) k^T) + eta (v - k) k^T, whose non-trivial eigenvalue alpha + eta (v.k - 1)
-is at most alpha < 1.
-With alpha = eta = 1 and ||k|| = 1 one write gives M_box(k) = vhat exactly and leaves M_box(u) unchanged
-for u orthogonal to k (P9.2). Chunked (Eq 90): inside a chunk of `chunk` tokens, keys, values, targets
-and reads use the chunk-start state, and the chunk's writes are the sequential retention-plus-GD steps
-with gradients frozen at that state:
-
-    W_{c+1} = a_C W_c - sum_t (a_C / a_t) eta_t (M_c(k_t) - vhat_t) k_t^T,   a_t = prod_{s<=t in chunk} alpha_s
-
-(chunk = 1 is the token-by-token delta rule). The fast state starts from the meta-learned W_box,0 (an
-nn.Parameter) at every forward, so it is reset per sequence / image and runs identically in train and
-eval (nl-math.md 9.3); outer training differentiates through the unrolled writes (`write_grad=True`).
+Chunked (Eq 90): inside a chunk of `chunk` tokens, keys, values, gates and every inner gradient use the
+chunk-start state; the writes are the sequential retention(+momentum)+GD steps with gradients frozen there.
+The fast state starts from the meta-learned phi_box,0 (nn.Parameters) at every forward, so it is reset per
+sequence / image and runs identically in train and eval (nl-math.md 9.3); outer training differentiates
+through the unrolled writes (`write_grad=True`). Values are L2-normalised like keys and queries (our
+choice; the paper normalises q and k only): with unnormalised values the self-generated targets diverged
+(NaN in the first forward of the 32x32 HopeViT). With the linear memory, ||k|| = ||v|| = 1 and eta <= 1 a
+write is a contraction; an MLP write is not for every eta (eta = 1 overflows a 256-token sequence), so
+the defaults keep eta_max = 0.1.
 
 Hope block (Eq 94-97):  h <- h + W_o o ;  h <- CMS(h)   (CMSSequential, K levels, hidden 2d, on clock
-levels 0..K-1; everything else is on level 0). Deviations, all nl-math.md options or decisions:
-eta/alpha gates are outer-learned linear maps (the paper's M_eta, M_alpha are memories; here they are
-not self-modified); linear rather than 2-layer MLP memories; no inner momentum (Table 6 option, 11 #10).
+levels 0..K-1; everything else is on level 0).
+
+What still differs from the paper:
+* time unit of the CMS clocks: optimizer steps, not tokens (nl-math.md 4.3); the fast memories are reset
+  per sequence / image, so across tasks only the CMS clocks and the optimizer can carry knowledge;
+* one chunk size for every memory (the paper allows one for M_mem and another for the rest, Eq 90);
+* values and (by default) q: values are normalised and q is a fixed projection (text after Eq 85);
+  `adaptive_q` gives the adaptive M_q of Eq 79/85;
+* the MLP memories' GD + retention is the spec's decision; Eq 88's literal (alpha I - eta k k^T) factor on
+  W2 is `rank1_dgd` (off); for the linear memory the delta rule already contains it (Eq 93 double-counts);
+* gate memories are linear (scalar output, no residual) with static outer-learned biases, and read the
+  head's slice of z_t; the paper does not specify their form;
+* momentum is an option (default 0): Table 6 ablates it, Eq 86-96 show none; the MLP activation is SiLU
+  (Titans), hidden width d_h; the CMS blocks are nlbench's pre-LN residual MLPs.
 
 HopeViT (nl-math.md 9.4, nlbench's own construction): P x P patches -> Linear + learned positions, a
 readout token appended last (zero content + its own position), Hope blocks, logits from LN(h[:, -1]).
-The patch count is a multiple of the chunk so the readout token sits alone in the last chunk and reads
-the memory written from every patch.
+The patch count is a multiple of the chunk so the readout token sits alone in the last chunk.
 
 The strategy that builds these for a suite and puts the CMS levels on clocks is `nlbench.strategies.hope`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlbench.models.cms import CMSSequential
+from nlbench.models.hope_memory import HopeConfig, SelfModifyingMemory, chunked_delta_update, delta_rule_write
 
 __all__ = [
     "HopeBlock",
@@ -72,130 +78,6 @@ __all__ = [
     "chunked_delta_update",
     "delta_rule_write",
 ]
-
-N_MEMORIES = 3  # fast memories per head: mem, k, v (index order of the state tensor)
-
-
-# ==================================================================================================
-# Pure inner-loop maths
-
-
-def delta_rule_write(M: Tensor, k: Tensor, vhat: Tensor, eta: Tensor | float, alpha: Tensor | float) -> Tensor:
-    """One delta-rule write on a (non-residual) linear memory: M (alpha I - eta k k^T) + eta vhat k^T.
-
-    M: (..., d_v, d_k); k: (..., d_k); vhat: (..., d_v); eta, alpha: scalars or (...) tensors.
-    """
-    eta = torch.as_tensor(eta, dtype=M.dtype, device=M.device)
-    alpha = torch.as_tensor(alpha, dtype=M.dtype, device=M.device)
-    err = (M @ k.unsqueeze(-1)).squeeze(-1) - vhat  # (..., d_v)
-    return alpha[..., None, None] * M - eta[..., None, None] * err.unsqueeze(-1) * k.unsqueeze(-2)
-
-
-def chunked_delta_update(W: Tensor, k: Tensor, vhat: Tensor, eta: Tensor, log_alpha: Tensor, residual: bool = True) -> Tensor:
-    """The writes of one chunk, with every gradient taken at the chunk-start state W.
-
-    W: (B, S, H, d, d) the fast weights of S memories; k: (B, n, H, d) unit keys (shared by the S
-    memories); vhat: (B, S, n, H, d) targets; eta, log_alpha: (B, n, H) gates. The memory map is
-    u + W u (`residual=True`) or W u. Returns
-        a_n W - sum_t (a_n / a_t) eta_t (M(k_t) - vhat_t) k_t^T,   a_t = prod_{s<=t} alpha_s,
-    i.e. n sequential steps W <- alpha_t W - eta_t grad_W 1/2 ||M(k_t) - vhat_t||^2 with the gradients
-    frozen at W (Titans-style chunking, nl-math.md 9.2 / Eq 90).
-    """
-    pred = torch.einsum("bshij,bnhj->bsnhi", W, k)  # (B, S, n, H, d)
-    if residual:
-        pred = pred + k.unsqueeze(1)
-    err = pred - vhat
-    total = log_alpha.sum(dim=1, keepdim=True)  # (B, 1, H): log a_n
-    after = total - log_alpha.cumsum(dim=1)  # (B, n, H): log (a_n / a_t)
-    weight = eta * torch.exp(after)  # (B, n, H)
-    grad = torch.einsum("bsnhi,bnh,bnhj->bshij", err, weight, k)  # (B, S, H, d, d)
-    return torch.exp(total).squeeze(1)[:, None, :, None, None] * W - grad
-
-
-# ==================================================================================================
-# Modules
-
-
-@dataclass(frozen=True)
-class HopeConfig:
-    d_model: int = 64
-    n_heads: int = 4
-    n_layers: int = 2
-    chunk: int = 8  # tokens per chunk of the inner loop (reads and targets use the chunk-start state)
-    conv_window: int = 4
-    eta_max: float = 0.1
-    alpha_bias: float = 4.0  # b_alpha at init: alpha = sigmoid(4) ~ 0.982
-    self_modify: bool = True  # k and v memories adaptive and every memory writes its own value
-    write_grad: bool = True  # differentiate through the inner writes
-    cms_levels: int = 3
-    cms_mult: int = 2  # CMS hidden width = cms_mult * d_model
-
-    def __post_init__(self) -> None:
-        if min(self.d_model, self.n_heads, self.n_layers, self.chunk, self.conv_window, self.cms_levels, self.cms_mult) < 1:
-            raise ValueError(f"HopeConfig needs positive sizes, got {self}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if not 0.0 <= self.eta_max <= 1.0:
-            raise ValueError(f"eta_max must be in [0, 1] (the write is then a contraction), got {self.eta_max}")
-
-
-class SelfModifyingMemory(nn.Module):
-    """The self-modifying memory of a Hope block: (B, L, d) -> (B, L, d) (see the module docstring)."""
-
-    def __init__(self, config: HopeConfig) -> None:
-        super().__init__()
-        d, h = config.d_model, config.n_heads
-        self.config = config
-        self.n_heads, self.head_dim = h, d // h
-        self.conv = nn.Conv1d(d, d, config.conv_window, groups=d)  # depthwise; left-padded in forward
-        self.q = nn.Linear(d, d, bias=False)
-        self.eta = nn.Linear(d, h)
-        self.alpha = nn.Linear(d, h)
-        nn.init.zeros_(self.eta.weight)
-        nn.init.zeros_(self.eta.bias)
-        nn.init.zeros_(self.alpha.weight)
-        nn.init.constant_(self.alpha.bias, config.alpha_bias)
-        # Meta-learned initial states W_box,0 (residual parts) of the mem, k and v memories.
-        init = torch.zeros(N_MEMORIES, h, self.head_dim, self.head_dim)
-        nn.init.normal_(init[1:], std=1.0 / math.sqrt(self.head_dim))
-        self.init_state = nn.Parameter(init)
-        self.writes = True  # False: a static network that reads W_box,0 everywhere (P9.1 reference)
-
-    def gates(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """eta (B, L, H) in [0, eta_max] and log alpha (B, L, H) (alpha in (0, 1))."""
-        return self.config.eta_max * torch.sigmoid(self.eta(z)), F.logsigmoid(self.alpha(z))
-
-    def forward(self, z: Tensor) -> Tensor:
-        b, n, d = z.shape
-        h, dh, c = self.n_heads, self.head_dim, self.config.chunk
-        z = self.conv(F.pad(z.transpose(1, 2), (self.config.conv_window - 1, 0))).transpose(1, 2)  # causal, (B, L, d)
-        u = z.view(b, n, h, dh)
-        q = F.normalize(self.q(z).view(b, n, h, dh), dim=-1)
-        eta, log_alpha = self.gates(z)
-        W = self.init_state.unsqueeze(0).expand(b, -1, -1, -1, -1)  # (B, 3, H, dh, dh)
-        outs = []
-        for start in range(0, n, c):
-            stop = min(start + c, n)
-            uc, qc = u[:, start:stop], q[:, start:stop]
-            if self.config.self_modify:
-                k = F.normalize(uc + torch.einsum("bhij,bnhj->bnhi", W[:, 1], uc), dim=-1)
-                v = F.normalize(uc + torch.einsum("bhij,bnhj->bnhi", W[:, 2], uc), dim=-1)
-            else:  # only the mem memory is fast; k and v come from the (outer-learned) initial states
-                k = F.normalize(uc + torch.einsum("hij,bnhj->bnhi", self.init_state[1], uc), dim=-1)
-                v = F.normalize(uc + torch.einsum("hij,bnhj->bnhi", self.init_state[2], uc), dim=-1)
-            outs.append(qc + torch.einsum("bhij,bnhj->bnhi", W[:, 0], qc))  # read before the chunk's writes
-            if not self.writes or stop == n:
-                continue
-            if self.config.self_modify:
-                vhat = (v.unsqueeze(1) + torch.einsum("bshij,bnhj->bsnhi", W, v)).detach()  # (B, 3, n, H, dh)
-            else:
-                vhat = torch.zeros_like(v).unsqueeze(1).expand(-1, N_MEMORIES, -1, -1, -1).clone()
-                vhat[:, 0] = v.detach()  # plain Titans target for mem; k, v memories keep their state
-            new = chunked_delta_update(W, k, vhat, eta[:, start:stop], log_alpha[:, start:stop])
-            if not self.config.self_modify:
-                new = torch.cat([new[:, :1], W[:, 1:]], dim=1)
-            W = new if self.config.write_grad else new.detach()
-        return torch.cat(outs, dim=1).reshape(b, n, d)
 
 
 class HopeBlock(nn.Module):

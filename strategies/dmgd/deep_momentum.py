@@ -34,7 +34,8 @@ from .base import (GlobalStepMixin, as_matrix, check_nonneg, check_unit, closure
                    validate_adam_fallback)
 from .newton_schulz import muon_scale, newton_schulz5
 
-__all__ = ["memory_forward", "memory_grads", "value_target", "dmgd_inner_step_", "DeepMomentumGD"]
+__all__ = ["memory_forward", "memory_grads", "memory_key", "value_target", "dmgd_inner_step_",
+           "DeepMomentumGD"]
 
 
 def memory_forward(B: Tensor, Wa: Optional[Tensor], Wb: Optional[Tensor], U: Tensor,
@@ -48,15 +49,17 @@ def memory_forward(B: Tensor, Wa: Optional[Tensor], Wb: Optional[Tensor], U: Ten
 
 
 def memory_grads(B: Tensor, Wa: Optional[Tensor], Wb: Optional[Tensor], U: Tensor,
-                 objective: str, V: Optional[Tensor] = None,
+                 objective: str, V: Optional[Tensor] = None, key: Optional[Tensor] = None,
                  ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """Closed-form grad_phi of the inner objective for the tanh memory (checked against autograd).
 
     dot: l = <m_phi(U), U>_F          -> dl/dm = U
     l2:  l = 1/2 ||m_phi(U) - V||_F^2 -> dl/dm = m_phi(U) - V
-    then dl/dB = dl/dm, dl/dWa = (dl/dm)^T T, dl/dWb = ((dl/dm) Wa * (1 - T^2))^T U.
+    then dl/dB = dl/dm, dl/dWa = (dl/dm)^T T, dl/dWb = ((dl/dm) Wa * (1 - T^2))^T K, where the
+    memory reads the key K = ``key`` (default U; see ``key_norm``) and the dot objective pairs m with U.
     """
-    m, T = memory_forward(B, Wa, Wb, U)
+    K = U if key is None else key
+    m, T = memory_forward(B, Wa, Wb, K)
     if objective == "dot":
         R = U
     elif objective == "l2":
@@ -69,8 +72,19 @@ def memory_grads(B: Tensor, Wa: Optional[Tensor], Wb: Optional[Tensor], U: Tenso
         return R, None, None
     gWa = R.T @ T
     dZ = (R @ Wa) * (1.0 - T * T)
-    gWb = dZ.T @ U
+    gWb = dZ.T @ K
     return R, gWa, gWb
+
+
+def memory_key(U: Tensor, key_norm: str) -> Tensor:
+    """The key the MLP part reads: U ('none') or U / RMS(U) ('rms', scale-free like the normalised
+    keys of NL Eq 48-49). With raw gradients tanh(U Wb^T) is at gradient scale, so the MLP part's
+    inner step and output are second order in |U| and the memory is plain momentum in practice."""
+    if key_norm == "none":
+        return U
+    if key_norm == "rms":
+        return U / (U.pow(2).mean().sqrt() + 1e-12)
+    raise ValueError(f"unknown key_norm {key_norm!r}")
 
 
 def value_target(U: Tensor, precond: str, sq: Optional[Tensor] = None, count: int = 0,
@@ -124,6 +138,8 @@ class DeepMomentumGD(GlobalStepMixin, Optimizer):
         mlp_reduction: 'mean' (default) divides the inner gradients of the SHARED weights Wa, Wb by
             d_out, the number of gradient rows that share them; 'sum' is the spec's literal step
             (same zeta for B, Wa, Wb). Deviation from spec 7.2, see the comment in step().
+        key_norm: 'none' (default here, the spec's m(U)) | 'rms': the MLP part reads U / RMS(U); the
+            strategy ``dmgd`` uses 'rms' (see ``memory_key``). B, hence P7.1-P7.3, is unaffected.
         weight_decay: decoupled weight decay (W <- W (1 - lr*wd)) on the >= 2-D parameters.
         adam_lr, adam_betas, adam_eps, adam_weight_decay: the Adam(W) fallback for 1-D parameters
             (wd 0 by default, i.e. plain Adam).
@@ -141,7 +157,7 @@ class DeepMomentumGD(GlobalStepMixin, Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-2, alpha: float = 1.0, zeta: float = 0.1, *,
                  objective: str = "l2", precond: str = "identity", sigma_out: str = "identity",
                  hidden: int = 32, precond_beta2: float = 0.999, mlp_reduction: str = "mean",
-                 weight_decay: float = 0.0,
+                 key_norm: str = "none", weight_decay: float = 0.0,
                  adam_lr: float = 1e-3, adam_betas: tuple[float, float] = (0.9, 0.999),
                  adam_eps: float = 1e-8, adam_weight_decay: float = 0.0, seed: int = 0):
         if not isinstance(seed, int):
@@ -149,7 +165,7 @@ class DeepMomentumGD(GlobalStepMixin, Optimizer):
         self.seed = seed
         defaults = dict(lr=lr, alpha=alpha, zeta=zeta, objective=objective, precond=precond,
                         sigma_out=sigma_out, hidden=hidden, precond_beta2=precond_beta2,
-                        mlp_reduction=mlp_reduction,
+                        mlp_reduction=mlp_reduction, key_norm=key_norm,
                         weight_decay=weight_decay, adam_lr=adam_lr, adam_betas=tuple(adam_betas),
                         adam_eps=adam_eps, adam_weight_decay=adam_weight_decay)
         super().__init__(params, defaults)
@@ -173,6 +189,8 @@ class DeepMomentumGD(GlobalStepMixin, Optimizer):
         check_unit("precond_beta2", g["precond_beta2"])
         if g["mlp_reduction"] not in ("mean", "sum"):
             raise ValueError(f"Invalid mlp_reduction {g['mlp_reduction']!r}; choose 'mean' or 'sum'")
+        if g["key_norm"] not in ("none", "rms"):
+            raise ValueError(f"Invalid key_norm {g['key_norm']!r}; choose 'none' or 'rms'")
         check_nonneg("weight_decay", g["weight_decay"])
         validate_adam_fallback(g)
 
@@ -215,7 +233,8 @@ class DeepMomentumGD(GlobalStepMixin, Optimizer):
                     state["sq"].mul_(b2).addcmul_(U, U, value=1.0 - b2)
                 V = value_target(U, group["precond"], state.get("sq"), state["step"],
                                  group["precond_beta2"])
-            gB, gWa, gWb = memory_grads(B, Wa, Wb, U, group["objective"], V)
+            K = memory_key(U, group["key_norm"]) if Wa is not None else U
+            gB, gWa, gWb = memory_grads(B, Wa, Wb, U, group["objective"], V, key=K)
             if gWa is not None and group["mlp_reduction"] == "mean":
                 # Deviation from spec 7.2 (one zeta for all of phi): each entry of B sees one
                 # row's term, but Wa and Wb are shared by all d_out rows, so their curvature
@@ -226,7 +245,7 @@ class DeepMomentumGD(GlobalStepMixin, Optimizer):
                 gWb = gWb / U.shape[0]
             grads = (gB, gWa, gWb)
             dmgd_inner_step_([B, Wa, Wb], list(grads), group["alpha"], group["zeta"])
-            out, _ = memory_forward(B, Wa, Wb, U)
+            out, _ = memory_forward(B, Wa, Wb, K)
             lr = group["lr"]
             if group["sigma_out"] == "ns":
                 out = newton_schulz5(out) * muon_scale(*out.shape)

@@ -20,7 +20,28 @@ from .base import (GlobalStepMixin, as_matrix, check_nonneg, check_unit, closure
                    validate_adam_fallback)
 from .newton_schulz import muon_scale, newton_schulz5
 
-__all__ = ["Muon"]
+__all__ = ["Muon", "muon_param_groups"]
+
+_MATRIX_MODULES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+def muon_param_groups(model: torch.nn.Module, params: Iterable) -> list[dict]:
+    """Split ``params`` the way Muon's authors use it: Newton-Schulz only for the weights of hidden
+    layers, i.e. the ``weight`` of an ``nn.Linear`` or a dense ``nn.ConvNd`` (groups == 1) that is
+    not part of a ``classifier`` module; embeddings, positional parameters, every other bare
+    ``nn.Parameter`` (e.g. HOPE's memory initial states), depthwise conv kernels, norms, biases and
+    the head go to the AdamW fallback (``use_muon=False``). Returns the non-empty groups, Muon first.
+    """
+    hidden: set[int] = set()
+    for name, module in model.named_modules():
+        if "classifier" in name.split("."):
+            continue
+        if isinstance(module, _MATRIX_MODULES) and getattr(module, "groups", 1) == 1:
+            hidden.add(id(module.weight))
+    params = list(params)
+    groups = [{"params": [p for p in params if id(p) in hidden]},
+              {"params": [p for p in params if id(p) not in hidden], "use_muon": False}]
+    return [g for g in groups if g["params"]]
 
 
 class Muon(GlobalStepMixin, Optimizer):

@@ -26,7 +26,8 @@ from ..cms.hparams import CLOCK_HPARAMS
 
 @register_strategy(
     "hope",
-    description="HOPE: self-modifying delta-rule memory + CMS levels on clocks (HopeLM / HopeViT backbone)",
+    description=("HOPE: self-modifying memories (2-layer residual MLPs, per-token reads, self-generated eta/alpha) "
+                 "+ CMS levels on clocks (HopeLM / HopeViT backbone)"),
     hparams=(
         *CLOCK_HPARAMS,
         HParam("chunk", 0, "int", "inner-loop chunk in tokens (0: 8 for sequences and 32x32 images, else 4)",
@@ -34,6 +35,14 @@ from ..cms.hparams import CLOCK_HPARAMS
         HParam("eta_max", 0.1, "float", "largest inner write rate eta", low=0.0, high=1.0),
         HParam("hope_dim", 0, "int", "model width d (0: the suite's default)", low=0, high=4096),
         HParam("hope_layers", 0, "int", "Hope blocks (0: the suite's default)", low=0, high=64),
+        HParam("memory", "mlp", "str", "memory form: 2-layer residual MLP (Eq 89) or linear", choices=("mlp", "linear")),
+        HParam("read", "token", "str", "o_t = M_{t-1}(q_t) per token (Eq 83) or from the chunk-start state",
+               choices=("token", "chunk")),
+        HParam("gates", "memory", "str", "eta/alpha from self-modified memories (Eq 83) or outer-learned linear gates",
+               choices=("memory", "linear")),
+        HParam("adaptive_q", False, "bool", "q from a self-modified memory (Eq 79) instead of the fixed W_q"),
+        HParam("inner_momentum", 0.0, "float", "Titans momentum on the memory writes (0: none)", low=0.0, high=0.99),
+        HParam("rank1_dgd", False, "bool", "Eq 88 literal: factor (alpha I - eta k k^T) on the MLP's first layer"),
     ),
     family="nested-learning",
     wraps_optimizer=True,
@@ -47,7 +56,9 @@ def build_hope(ctx, hp):
 
     def transform(model):
         hope = hope_for_suite(ctx.suite, chunk=hp["chunk"], d_model=hp["hope_dim"], n_layers=hp["hope_layers"],
-                              eta_max=hp["eta_max"], cms_levels=levels)
+                              eta_max=hp["eta_max"], cms_levels=levels, memory=hp["memory"], read=hp["read"],
+                              gates=hp["gates"], adaptive_q=hp["adaptive_q"], inner_momentum=hp["inner_momentum"],
+                              rank1_dgd=hp["rank1_dgd"])
         return replace_backbone(model, hope)
 
     return Parts(plugins=clock_plugins(hp), optimizer_wrapper=clock_wrapper(hp), model_transform=transform)

@@ -53,15 +53,27 @@ def slow_beta2(beta2: float, period: int, mode: str) -> float:
     raise ValueError(f"unknown beta2_mode {mode!r}")
 
 
+def slow_vhat(v: Tensor, b2v: float, k_v: int, warm: bool) -> Tensor:
+    """The slow level's second-moment estimate: v / (1 - beta2v^k_v), k_v = number of SLOW updates
+    (the slow clock's own count, never the global step); a warm-started v (initialised with g_1^2,
+    an unbiased start) needs no correction."""
+    return v if warm else v / (1.0 - b2v ** k_v)
+
+
 def nested_adam_update_(p: Tensor, g: Tensor, state: dict, *, global_step: int, lr: float,
                         beta1: float, beta2: float, eps: float, weight_decay: float, v_period: int,
-                        beta2_mode: str = "plain", variant: str = "nl") -> None:
+                        beta2_mode: str = "plain", variant: str = "nl", guard: bool = True,
+                        warm_start: bool = False, diag: Optional[dict] = None) -> None:
     """One NestedAdam step on parameter ``p`` in place; ``state`` holds step, exp_avg, exp_avg_sq,
     sq_sum, sq_count, v_updates (created on first use).
 
     With v_period = 1 the operations are exactly those of torch's single-tensor Adam/AdamW
     (lerp_ for m, mul_/addcmul_ for v, sqrt(v)/sqrt(bc2) + eps, addcdiv_ with -lr/bc1), so the
     trajectory equals torch.optim.Adam(foreach=False) bitwise, not just to rounding.
+
+    ``guard``: max(vhat, unseen) (see below); False is spec 8.3 as written. ``warm_start``: v <- g_1^2
+    at the parameter's first step and no bias correction afterwards (no provisional phase).
+    ``diag``: accumulators filled by ``_diagnose`` (how often the guard acts, step size vs Adam).
     """
     if "exp_avg" not in state:
         state["step"] = 0
@@ -94,6 +106,14 @@ def nested_adam_update_(p: Tensor, g: Tensor, state: dict, *, global_step: int, 
     if variant != "nl":
         raise ValueError(f"unknown variant {variant!r}")
     b2v = slow_beta2(beta2, v_period, beta2_mode)
+    warm = warm_start and v_period > 1
+    if warm and t == 1:
+        # Warm start: the slow memory begins at g_1^2 (as if it had always seen this gradient),
+        # so there is no provisional phase and no bias correction to undo.
+        sq = g * g
+        v.copy_(torch.maximum(sq, sq.mean()))
+        state["v_warm"] = True
+    warm = warm and state.get("v_warm", False)
     n = state["sq_count"]
     if due:
         if n == 0:
@@ -111,20 +131,51 @@ def nested_adam_update_(p: Tensor, g: Tensor, state: dict, *, global_step: int, 
     k_v = state["v_updates"]
     # Mean of squares of the gradients the slow memory has not folded in yet, this one included.
     unseen = g * g if due else q / state["sq_count"]
+    vhat = None
     if k_v >= 1 and v_period == 1:
         bc2_sqrt = (1.0 - b2v ** k_v) ** 0.5
         denom = (v.sqrt() / bc2_sqrt).add_(eps)
-    elif k_v >= 1:
-        # Deviation from nl-math.md §8.3 (stability guard): a coordinate whose gradient was ~0 for a
-        # whole slow window (a dead ReLU unit coming alive, a class not seen yet) has vhat ~ 0 and
-        # would step by lr * mhat / eps; Adam never does, because its v always absorbs the current
-        # g^2. Taking max(vhat, unseen) restores that bound. It is a no-op under constant gradients
-        # (P8.3), leaves v itself on its slow clock (P8.2), and Cv = 1 takes the branch above (P8.1).
-        vhat = v / (1.0 - b2v ** k_v)
-        denom = torch.maximum(vhat, unseen).sqrt_().add_(eps)
+    elif k_v >= 1 or warm:
+        # Stability guard (deviation from nl-math.md §8.3, on by default): a coordinate whose
+        # gradient was ~0 for a whole slow window (a dead ReLU unit coming alive, a class not seen
+        # yet) has vhat ~ 0 and would step by lr * mhat / eps; Adam never does, because its v
+        # always absorbs the current g^2. Taking max(vhat, unseen) restores that bound. It is a
+        # no-op under constant gradients (P8.3), leaves v itself on its slow clock (P8.2), and
+        # Cv = 1 takes the branch above (P8.1). Its cost, a smaller mean step than Adam's, is
+        # measured by the diagnostics.
+        vhat = slow_vhat(v, b2v, k_v, warm)
+        denom = (torch.maximum(vhat, unseen) if guard else vhat).sqrt().add_(eps)
     else:
         denom = unseen.sqrt().add_(eps)
+    if diag is not None:
+        _diagnose(diag, state, g, m, denom, vhat, unseen, t, lr / bc1, beta2, eps)
     p.addcdiv_(m, denom, value=-(lr / bc1))
+
+
+def _diagnose(diag: dict, state: dict, g: Tensor, m: Tensor, denom: Tensor, vhat: Optional[Tensor],
+              unseen: Tensor, t: int, scale: float, beta2: float, eps: float) -> None:
+    """Accumulate, on the parameter's device (no host sync per step): coordinate-steps where the
+    guard can act and where unseen > vhat (it acts, or would act when off), and sum |step| of this
+    optimizer and of Adam with the same first moment and its own every-step v (``adam_v``, a shadow
+    buffer that never touches the parameter)."""
+    if "adam_v" not in state:
+        state["adam_v"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+    av = state["adam_v"]
+    av.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+    adam_denom = (av / (1.0 - beta2 ** t)).sqrt_().add_(eps)
+    acc = _accumulators(diag, g.device)
+    acc[0] += (m.abs() / denom).sum(dtype=torch.float64) * scale
+    acc[1] += (m.abs() / adam_denom).sum(dtype=torch.float64) * scale
+    if vhat is not None:
+        acc[2] += g.numel()
+        acc[3] += (unseen > vhat).sum(dtype=torch.float64)
+
+
+def _accumulators(diag: dict, device: torch.device) -> Tensor:
+    key = str(device)
+    if key not in diag:
+        diag[key] = torch.zeros(4, dtype=torch.float64, device=device)
+    return diag[key]
 
 
 class NestedAdam(GlobalStepMixin, Optimizer):
@@ -142,14 +193,27 @@ class NestedAdam(GlobalStepMixin, Optimizer):
             first-listed spec option) | 'horizon' (beta2v = beta2^Cv).
         variant: 'nl' (spec 8.3, default) | 's002_literal' (seed 002 as written: intermediate g^2
             dropped, v corrected with the global step; only for reproducing that seed).
+        guard: True (default): the denominator uses max(vhat, mean g^2 since the last slow update),
+            nlbench's stabiliser; False: spec 8.3 as written (vhat alone).
+        warm_start: start v at g_1^2 (no provisional phase, no bias correction); with ``guard=False``
+            this is the guard-free configuration to compare against (see the strategy's notes).
+        diagnose: accumulate the diagnostics (one shadow Adam second moment per parameter).
+
+    ``diagnostics()`` returns ``guard_rate`` (fraction of coordinate-steps, among those with a slow
+    estimate, where mean g^2 since the last slow update exceeded vhat: where the guard acted, or would
+    have acted when off) and ``step_ratio_to_adam`` (sum over steps and coordinates of |update|
+    divided by the same sum for Adam with the same first moment and an every-step v): the two effects
+    a nested-adam vs adam comparison mixes.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, v_period: int = 10,
-                 beta2_mode: str = "plain", variant: str = "nl"):
+                 beta2_mode: str = "plain", variant: str = "nl", guard: bool = True,
+                 warm_start: bool = False, diagnose: bool = True):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
                         eps=eps, weight_decay=weight_decay, v_period=v_period,
-                        beta2_mode=beta2_mode, variant=variant)
+                        beta2_mode=beta2_mode, variant=variant, guard=guard, warm_start=warm_start)
+        self._diag: Optional[dict] = {} if diagnose else None
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -166,6 +230,22 @@ class NestedAdam(GlobalStepMixin, Optimizer):
             raise ValueError(f"Invalid beta2_mode {g['beta2_mode']!r}; choose 'plain' or 'horizon'")
         if g["variant"] not in ("nl", "s002_literal"):
             raise ValueError(f"Invalid variant {g['variant']!r}; choose 'nl' or 's002_literal'")
+        for flag in ("guard", "warm_start"):
+            if not isinstance(g[flag], bool):
+                raise ValueError(f"Invalid {flag}: {g[flag]!r} (bool)")
+
+    def diagnostics(self) -> dict:
+        """JSON-able measurements over the optimizer's life (see the class docstring)."""
+        if self._diag is None:
+            return {}
+        tot = sum((a.detach().cpu() for a in self._diag.values()), torch.zeros(4, dtype=torch.float64))
+        step, adam, cells, acted = (float(x) for x in tot)
+        return {
+            "guard_rate": acted / cells if cells else 0.0,
+            "guard_coordinate_steps": int(cells),
+            "step_ratio_to_adam": step / adam if adam else 1.0,
+            "global_step": self.global_step,
+        }
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
@@ -180,5 +260,6 @@ class NestedAdam(GlobalStepMixin, Optimizer):
                 nested_adam_update_(p, g, self.state[p], global_step=s, lr=group["lr"], beta1=b1,
                                     beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"],
                                     v_period=group["v_period"], beta2_mode=group["beta2_mode"],
-                                    variant=group["variant"])
+                                    variant=group["variant"], guard=group["guard"],
+                                    warm_start=group["warm_start"], diag=self._diag)
         return loss

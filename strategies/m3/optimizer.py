@@ -4,7 +4,7 @@
 * nlbench math spec ``/work/shared/design/nl-math.md`` Section 8.4 (the decisions: EMA decay by
   default, no bias correction and no Muon shape scale, as printed).
 
-Update rule: see ``m3_update_``. Not registered as a strategy (no ``m3`` name); used directly.
+Update rule: see ``m3_update_``. Registered as the strategy ``m3`` (``nlbench.strategies.m3``).
 
 The step skeleton (global step, matrix view, Adam fallback for 1-D parameters, argument checks) and
 NS_5 are imported from the dmgd package (``nlbench.strategies.dmgd.base`` and ``.newton_schulz``),
@@ -19,11 +19,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..dmgd.base import (GlobalStepMixin, as_matrix, check_nonneg, check_unit,
-                                          closure_loss, validate_adam_fallback)
+from ..dmgd.base import (GlobalStepMixin, as_matrix, check_nonneg, check_unit, closure_loss,
+                         validate_adam_fallback)
 from ..dmgd.newton_schulz import newton_schulz5
-
-from .adam import is_due
+from ..nested_adam.adam import is_due
 
 __all__ = ["m3_update_", "M3"]
 
@@ -81,20 +80,24 @@ class M3(GlobalStepMixin, Optimizer):
     """Multi-scale Momentum Muon (NL-arXiv Section 7.2, Algorithm 1, Eq 75; spec 8.4), see m3_update_.
 
     ``decay='ema'`` (nlbench default, as the aryateja/bachnguyennn reimplementations) or 'literal'
-    (plain accumulations as printed). Parameters with ndim < 2 use the AdamW fallback (``adam_*``).
-    Caution: without bias correction, sqrt(V) starts at sqrt(1-b2)|g|, so early updates are large
-    relative to lr; keep lr small (the default 1e-4 is a guess, not a tuned value).
+    (plain accumulations as printed). Parameters with ndim < 2, and groups with ``use_muon=False``
+    (the strategy ``m3`` sends embeddings, positions and the head there, as Muon's practice), use the
+    AdamW fallback (``adam_*``).
+    Caution: NS_5's output is scale-free while sqrt(V) carries the gradient's scale, so a coordinate
+    steps by about lr * O(1/sqrt(d)) / (|g| + eps): with eps 1e-8 a tiny-gradient coordinate takes a
+    huge step (lr 1e-4: split-digits MLP loss 1e8 within 200 steps). The strategy ``m3`` therefore
+    uses eps = 1e-3 (a floor on sqrt(V) in gradient units) with lr = 1e-4; this class keeps 1e-8.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-4,
                  betas: tuple[float, float, float] = (0.9, 0.999, 0.9), alpha: float = 1.0,
                  eps: float = 1e-8, *, slow_period: int = 10, decay: str = "ema", ns_steps: int = 5,
-                 weight_decay: float = 0.0, adam_lr: float = 1e-3,
+                 weight_decay: float = 0.0, use_muon: bool = True, adam_lr: float = 1e-3,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  adam_weight_decay: float = 0.0):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
                         alpha=alpha, eps=eps, slow_period=slow_period, decay=decay, ns_steps=ns_steps,
-                        weight_decay=weight_decay, adam_lr=adam_lr,
+                        weight_decay=weight_decay, use_muon=use_muon, adam_lr=adam_lr,
                         adam_betas=tuple(adam_betas), adam_eps=adam_eps,
                         adam_weight_decay=adam_weight_decay)
         super().__init__(params, defaults)
@@ -118,12 +121,14 @@ class M3(GlobalStepMixin, Optimizer):
         if not isinstance(g["ns_steps"], int) or isinstance(g["ns_steps"], bool) or g["ns_steps"] < 1:
             raise ValueError(f"Invalid ns_steps: {g['ns_steps']!r} (int >= 1)")
         check_nonneg("weight_decay", g["weight_decay"])
+        if not isinstance(g["use_muon"], bool):
+            raise ValueError(f"Invalid use_muon: {g['use_muon']!r}")
         validate_adam_fallback(g)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
         loss = closure_loss(closure)
-        for p, g, state, group in self._matrix_grads():
+        for p, g, state, group in self._matrix_grads(lambda p, group: p.ndim < 2 or not group["use_muon"]):
             b1, b2, b3 = group["betas"]
             m3_update_(p, g, state, global_step=self.global_step, lr=group["lr"], beta1=b1, beta2=b2, beta3=b3,
                        alpha=group["alpha"], eps=group["eps"], slow_period=group["slow_period"],
