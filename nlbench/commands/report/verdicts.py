@@ -249,7 +249,7 @@ def verdicts_section(runs: Any, results_dir: Path, out: Path, write_csv: Callabl
                  "[95% Student-t interval], (Holm-corrected p of a paired t-test; one Holm family per metric, over every "
                  "row of this table). Tuned configurations are used where `nlbench tune` chose one. "
                  f"\"{NO_DIFFERENCE}\": the interval covers 0 (ratio 1).")
-    lines += ["", f"![verdicts](figures/verdicts_forest.png)", ""]
+    lines += ["", "![verdicts](figures/verdicts_forest.png)", ""]
     headers = ["suite", "scenario", "method", "vs", "n", *(COMPARED[m][0] for m in COMPARED), "verdict (ACC; forgetting)"]
     body = []
     for _, pair in table.groupby(["suite", "scenario", "setting", "method", "reference"], sort=True):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from nlbench.commands.tune.settings import TuneSettings
-from nlbench.errors import UserError
+
 
 
 class TuneView(Protocol):
