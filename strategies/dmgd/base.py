@@ -130,3 +130,13 @@ def grad_of(p: Tensor) -> Optional[Tensor]:
         raise RuntimeError("sparse gradients are not supported")
     return p.grad
 
+
+def check_orthogonalized_group(g: dict) -> None:
+    """The options that Muon and M3 share: Newton-Schulz steps, weight decay, which parameters go
+    through Newton-Schulz (`use_muon`) and the Adam fallback for the others. ValueError when invalid."""
+    if not isinstance(g["ns_steps"], int) or isinstance(g["ns_steps"], bool) or g["ns_steps"] < 1:
+        raise ValueError(f"Invalid ns_steps: {g['ns_steps']!r} (int >= 1)")
+    check_nonneg("weight_decay", g["weight_decay"])
+    if not isinstance(g["use_muon"], bool):
+        raise ValueError(f"Invalid use_muon: {g['use_muon']!r}")
+    validate_adam_fallback(g)

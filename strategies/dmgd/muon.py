@@ -17,7 +17,7 @@ import torch
 from torch.optim import Optimizer
 
 from .base import (GlobalStepMixin, as_matrix, check_nonneg, check_unit, closure_loss,
-                   validate_adam_fallback)
+                   check_orthogonalized_group)
 from .newton_schulz import muon_scale, newton_schulz5
 
 __all__ = ["Muon", "muon_param_groups"]
@@ -80,12 +80,7 @@ class Muon(GlobalStepMixin, Optimizer):
             raise ValueError(f"Invalid nesterov: {g['nesterov']!r}")
         if g["nesterov"] and g["momentum"] == 0:
             raise ValueError("nesterov requires momentum > 0")
-        if not isinstance(g["ns_steps"], int) or isinstance(g["ns_steps"], bool) or g["ns_steps"] < 1:
-            raise ValueError(f"Invalid ns_steps: {g['ns_steps']!r} (int >= 1)")
-        check_nonneg("weight_decay", g["weight_decay"])
-        if not isinstance(g["use_muon"], bool):
-            raise ValueError(f"Invalid use_muon: {g['use_muon']!r}")
-        validate_adam_fallback(g)
+        check_orthogonalized_group(g)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..dmgd.base import (GlobalStepMixin, as_matrix, check_nonneg, check_unit, closure_loss,
-                         validate_adam_fallback)
+                         check_orthogonalized_group)
 from ..dmgd.newton_schulz import newton_schulz5
 from ..nested_adam.adam import is_due
 
@@ -118,12 +118,7 @@ class M3(GlobalStepMixin, Optimizer):
             raise ValueError(f"Invalid slow_period: {sp!r} (int >= 1)")
         if g["decay"] not in ("ema", "literal"):
             raise ValueError(f"Invalid decay {g['decay']!r}; choose 'ema' or 'literal'")
-        if not isinstance(g["ns_steps"], int) or isinstance(g["ns_steps"], bool) or g["ns_steps"] < 1:
-            raise ValueError(f"Invalid ns_steps: {g['ns_steps']!r} (int >= 1)")
-        check_nonneg("weight_decay", g["weight_decay"])
-        if not isinstance(g["use_muon"], bool):
-            raise ValueError(f"Invalid use_muon: {g['use_muon']!r}")
-        validate_adam_fallback(g)
+        check_orthogonalized_group(g)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):

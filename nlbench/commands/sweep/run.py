@@ -144,13 +144,23 @@ def _check_data(settings: SweepSettings) -> None:
         load_arrays(info.dataset, root, train=train, download=settings.download)
 
 
+def ray_executor(settings: Any) -> Any:
+    """A Ray executor for `settings` (not connected yet: `connect` starts or joins the cluster)."""
+    from nlbench.commands.sweep.executors import RayExecutor
+
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"unknown device {settings.device!r}; valid with --executor ray: auto, cpu, cuda")
+    return RayExecutor(address=settings.address, jobs=settings.jobs, runs_per_gpu=settings.runs_per_gpu,
+                       cpus_per_run=settings.cpus_per_run, retries=settings.retries,
+                       data_root=settings.data_root, download=settings.download)
+
+
 def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False) -> int:
     """Plan the sweep, run what is not done yet, hand the summary to `view`; return the exit code: 0,
     1 (a run failed) or 3 (a result could not be stored: the disk is full; each is named in a message).
 
     Raises UserError on bad input and KeyboardInterrupt after a Ctrl-C (finished runs are kept).
     """
-    from nlbench.commands.sweep.executors import RayExecutor
     from nlbench.core.store import check_writable
     from nlbench.data.suites import get_suite
 
@@ -160,11 +170,7 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
     executor: Any = None
     try:
         if settings.executor == "ray":
-            if settings.device not in ("auto", "cpu", "cuda"):
-                raise UserError(f"unknown device {settings.device!r}; valid with --executor ray: auto, cpu, cuda")
-            executor = RayExecutor(address=settings.address, jobs=settings.jobs, runs_per_gpu=settings.runs_per_gpu,
-                                   cpus_per_run=settings.cpus_per_run, retries=settings.retries,
-                                   data_root=settings.data_root, download=settings.download)
+            executor = ray_executor(settings)
             # Validate the plan before starting a cluster; the device is the cluster's answer.
             plan_runs(settings, "cpu")
             if not dry_run:

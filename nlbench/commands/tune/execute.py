@@ -20,18 +20,13 @@ from nlbench.errors import UserError
 def open_executor(settings: Any) -> Iterator[tuple[Any, str]]:
     """(executor, device) for `settings` (a SweepSettings), closed on exit; the plan must already be
     validated, since a Ray cluster starts here."""
-    from nlbench.commands.sweep.executors import RayExecutor
-    from nlbench.commands.sweep.run import _local_executor
+    from nlbench.commands.sweep.run import _local_executor, ray_executor
 
     workdir = Path(tempfile.mkdtemp(prefix="nlbench-tune-"))
     executor: Any = None
     try:
         if settings.executor == "ray":
-            if settings.device not in ("auto", "cpu", "cuda"):
-                raise UserError(f"unknown device {settings.device!r}; valid with --executor ray: auto, cpu, cuda")
-            executor = RayExecutor(address=settings.address, jobs=settings.jobs, runs_per_gpu=settings.runs_per_gpu,
-                                   cpus_per_run=settings.cpus_per_run, retries=settings.retries,
-                                   data_root=settings.data_root, download=settings.download)
+            executor = ray_executor(settings)
             device = executor.connect(settings.device)
         else:
             if settings.address:
