@@ -25,8 +25,11 @@ class TaskMaskedNet(MultiTaskModule):
             allowed[task, classes] = True
         self.register_buffer("allowed", allowed, persistent=False)
 
-    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | None) -> torch.Tensor | dict[int, torch.Tensor]:
         logits = self.backbone(x)  # (B, n_classes): one pass over the whole batch keeps BatchNorm honest
+        if task_labels is None:  # Avalanche's "all tasks" call (LwF distils with it): {task: its masked logits}
+            tasks = sorted(getattr(self, "known_train_tasks_labels", None) or range(len(self.allowed)))
+            return {t: logits.masked_fill(~self.allowed[t], MASKED_LOGIT) for t in tasks}
         if isinstance(task_labels, int):
             task_labels = torch.full((x.shape[0],), task_labels, device=x.device, dtype=torch.long)
         return logits.masked_fill(~self.allowed[task_labels.long()], MASKED_LOGIT)
