@@ -122,7 +122,7 @@ def build_report(
     ctx["verdicts"] = verdicts_section(runs, results_dir, out, write_csv, figures)  # paired stats: the opening section
     from nlbench.commands.report.continual import continual_section
 
-    report_md.write_text(render_markdown(ctx) + continual_section(runs, out, tables, figures))
+    report_md.write_text(render_markdown(ctx) + continual_section(runs, out, write_csv, figures))
     n_completed = int((runs["status"] == "completed").sum())
     return ReportSummary(
         results_dir=results_dir, out=out, report_md=report_md, tables=tables, figures=figures,

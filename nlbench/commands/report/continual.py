@@ -19,8 +19,9 @@ Reads what the measurement plugins stored in result.json (only runs that have it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from nlbench.commands.report.figures import save_figure
 from nlbench.commands.report.labels import is_missing, pct, scenario_title, slug
 
 _GAP_COLUMNS = ("min_acc", "wc_acc", "gap", "gap_previous", "iterations_to_min", "iterations_to_recover", "recovered_share")
@@ -63,13 +64,6 @@ def _plt():
     return plt
 
 
-def _save(fig: Any, path: Path, figures: list[Path]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    figures.append(path)
-    _plt().close(fig)
-
-
 def _mean_curve(results: list[dict], j: int = 0) -> tuple[list[int], list[float], list[int]]:
     """Accuracy on test experience j over iterations, averaged over seeds at the iterations all share."""
     per_seed = []
@@ -84,7 +78,7 @@ def _mean_curve(results: list[dict], j: int = 0) -> tuple[list[int], list[float]
     return common, [sum(p[n] for p in per_seed) / len(per_seed) for n in common], results[0]["continual_eval"]["boundaries"]
 
 
-def _stability(items, tables_dir, figures_dir, figures, tables, rel) -> list[str]:
+def _stability(items, write_csv, figures_dir, figures, rel) -> list[str]:
     import pandas as pd
 
     from nlbench.core.stability import summarize_curve
@@ -100,9 +94,7 @@ def _stability(items, tables_dir, figures_dir, figures, tables, rel) -> list[str
                      "every": results[0]["continual_eval"]["every"],
                      **{c: _mean([s.get(c) for s in summaries]) for c in _GAP_COLUMNS}})
     table = pd.DataFrame(rows)
-    path = tables_dir / "stability_gap.csv"
-    table.to_csv(path, index=False)
-    tables.append(path)
+    write_csv(table, "stability_gap.csv")
     lines = ["## Continual evaluation: the stability gap", "",
              "Accuracy on every seen experience every N iterations, on a fixed subsample (`--eval-every N`; "
              "De Lange, van de Ven, Tuytelaars, ICLR 2023). min-ACC: mean over past experiences of their lowest "
@@ -135,12 +127,12 @@ def _stability(items, tables_dir, figures_dir, figures, tables, rel) -> list[str
         ax.set_title(f"Accuracy on experience 0 during training, {scenario_title(suite, scenario)}")
         ax.legend(fontsize=8, loc="best")
         path = figures_dir / f"continual_exp0_{slug(f'{suite}_{scenario}')}.png"
-        _save(fig, path, figures)
+        save_figure(fig, path, figures)
         lines += [f"![accuracy on experience 0 over iterations, {suite} {scenario}]({rel(path)})", ""]
     return lines
 
 
-def _relearning(items, tables_dir, figures_dir, figures, tables, rel) -> list[str]:
+def _relearning(items, write_csv, figures_dir, figures, rel) -> list[str]:
     import pandas as pd
 
     from nlbench.core.stability import relearning
@@ -159,9 +151,7 @@ def _relearning(items, tables_dir, figures_dir, figures, tables, rel) -> list[st
     if not rows:
         return []
     table = pd.DataFrame(rows)
-    path = tables_dir / "relearning.csv"
-    table.to_csv(path, index=False)
-    tables.append(path)
+    write_csv(table, "relearning.csv")
     lines = ["## Relearning after re-exposure (bigram-shift, A -> B -> A)", "",
              "Iterations into an experience until accuracy on regime A reaches 90% of its value at the end of "
              "the first exposure: first exposure vs re-exposure; savings = first / again (> 1: relearning is faster). "
@@ -184,7 +174,7 @@ def _relearning(items, tables_dir, figures_dir, figures, tables, rel) -> list[st
     ax.set_title("Learning A the first time vs relearning A after B")
     ax.legend(fontsize=7)
     path = figures_dir / "relearning_bigram_reexposure.png"
-    _save(fig, path, figures)
+    save_figure(fig, path, figures)
     return lines + ["", f"![relearning A after B]({rel(path)})", ""]
 
 
@@ -231,7 +221,7 @@ def _probes(items, figures_dir, figures, rel) -> list[str]:
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{group}, {scenario_title(suite, scenario)} (n={len(results)})", fontsize=10)
         path = figures_dir / f"probes_{slug(f'{suite}_{scenario}_{group}')}.png"
-        _save(fig, path, figures)
+        save_figure(fig, path, figures)
         lines += [f"![clock-level probes, {group}]({rel(path)})", ""]
     return lines
 
@@ -255,14 +245,15 @@ def _cross_entropy(items) -> list[str]:
     return lines + [""]
 
 
-def continual_section(runs: Any, out: Path, tables: list[Path], figures: list[Path]) -> str:
-    """Write the section's tables and figures under `out`; return its markdown ("" when no run has any)."""
+def continual_section(runs: Any, out: Path, write_csv: Callable[[Any, str], Path], figures: list[Path]) -> str:
+    """Write the section's tables (through the report's `write_csv`) and figures under `out`; return its
+    markdown ("" when no run has any)."""
     items = _results(runs)
     if not items:
         return ""
-    tables_dir, figures_dir = out / "tables", out / "figures"
+    figures_dir = out / "figures"
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
-    lines = (_stability(items, tables_dir, figures_dir, figures, tables, rel)
-             + _relearning(items, tables_dir, figures_dir, figures, tables, rel)
+    lines = (_stability(items, write_csv, figures_dir, figures, rel)
+             + _relearning(items, write_csv, figures_dir, figures, rel)
              + _probes(items, figures_dir, figures, rel) + _cross_entropy(items))
     return "\n" + "\n".join(lines) + "\n" if lines else ""

@@ -28,7 +28,8 @@ def _plt():
     return plt, sns
 
 
-def _save(fig: Any, path: Path, figures: list[Path]) -> None:
+def save_figure(fig: Any, path: Path, figures: list[Path]) -> None:
+    """Write `fig` as a PNG, list it in `figures` and close it (every report figure goes through here)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     figures.append(path)
@@ -115,7 +116,7 @@ def figure_acc_forgetting(summary: Any, runs: Any, suite: str, scenario: str, pa
     fig.suptitle(f"{scenario_title(suite, scenario)}: ACC and forgetting, "
                  + ("one seed per configuration" if int(sub["n"].max()) == 1 else "mean over seeds"))
     fig.tight_layout()
-    _save(fig, path, figures)
+    save_figure(fig, path, figures)
 
 
 def figure_matrix(row: Any, path: Path, figures: list[Path]) -> None:
@@ -133,7 +134,7 @@ def figure_matrix(row: Any, path: Path, figures: list[Path]) -> None:
     ax.set_title(f"{row['group_label']} on {scenario_title(row['suite'], row['scenario'])}\n"
                  f"accuracy matrix R[i, j], mean of {row['n']} run(s); above the diagonal: not yet trained on",
                  fontsize=10)
-    _save(fig, path, figures)
+    save_figure(fig, path, figures)
 
 
 def figure_over_time(reps: Any, runs: Any, suite: str, scenario: str, path: Path, figures: list[Path]) -> None:
@@ -166,7 +167,7 @@ def figure_over_time(reps: Any, runs: Any, suite: str, scenario: str, path: Path
     for ax in grid.axes.flat:
         ax.set_ylim(-3, 103)
     grid.figure.suptitle(f"{scenario_title(suite, scenario)}: accuracy on each experience over training (mean over seeds)", y=1.03)
-    _save(grid.figure, path, figures)
+    save_figure(grid.figure, path, figures)
 
 
 def figure_cost(summary: Any, suite: str, scenario: str, palette: dict, path: Path, figures: list[Path]) -> None:
@@ -196,7 +197,7 @@ def figure_cost(summary: Any, suite: str, scenario: str, palette: dict, path: Pa
     fig.suptitle(f"{scenario_title(suite, scenario)}: cost "
                  + ("(one seed per configuration)" if int(sub["n"].max()) == 1 else "(mean over seeds; bars: 95% CI of ACC)"))
     fig.tight_layout()
-    _save(fig, path, figures)
+    save_figure(fig, path, figures)
 
 
 def figure_sweep(grid: SweepGrid, path: Path, figures: list[Path]) -> None:
@@ -227,4 +228,4 @@ def figure_sweep(grid: SweepGrid, path: Path, figures: list[Path]) -> None:
     fig.suptitle(f"{grid.strategy} sweep on {scenario_title(grid.suite, grid.scenario)}: {grid.x}"
                  + (f" x {grid.y}" if grid.y else "") + (f"\n({fixed})" if fixed else ""), fontsize=11)
     fig.tight_layout()
-    _save(fig, path, figures)
+    save_figure(fig, path, figures)
