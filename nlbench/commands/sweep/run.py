@@ -50,7 +50,7 @@ class SweepView(Protocol):
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler's stop) ends the sweep as cleanly as Ctrl-C does."""
 
     def handler(signum: int, frame: Any) -> None:
@@ -112,7 +112,7 @@ def remove_dead_workdirs(tmp: Path | None = None) -> list[Path]:
     return removed
 
 
-def _local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
+def local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
     from nlbench.commands.sweep.executors import LocalExecutor, plan_local, visible_gpu_ids
 
     if settings.device.startswith("cuda:"):
@@ -132,7 +132,7 @@ def _local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
     return LocalExecutor(plan, workdir=workdir, data_root=settings.data_root, download=settings.download), device
 
 
-def _check_data(settings: SweepSettings) -> None:
+def check_data(settings: SweepSettings) -> None:
     """Fail before any run starts when the suite's data is missing (and download it once, here,
     rather than in every subprocess at once)."""
     from nlbench.data.readers import load_arrays, resolve_data_root
@@ -180,7 +180,7 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
             if settings.address:
                 raise UserError("--address joins a Ray cluster; it needs --executor ray")
             plan_runs(settings, "cpu")  # bad input is answered before torch loads to find the device
-            executor, device = _local_executor(settings, workdir)
+            executor, device = local_executor(settings, workdir)
         planned = plan_runs(settings, device)
         if settings.log:  # experiment trackers; absolute, since Ray workers run elsewhere
             from nlbench.core.tracking import make_tracking
@@ -206,9 +206,9 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
         interrupted = False
         if todo:
             if settings.executor == "local":
-                _check_data(settings)
+                check_data(settings)
             labels = {run.spec.run_id: run.label for run in todo}
-            with _terminate_as_interrupt():
+            with terminate_as_interrupt():
                 try:
                     with view.live(len(todo), labels) as display:
                         executor.run([run.spec for run in todo], out, display, done_before=done_before)

@@ -20,7 +20,7 @@ from nlbench.errors import UserError
 def open_executor(settings: Any) -> Iterator[tuple[Any, str]]:
     """(executor, device) for `settings` (a SweepSettings), closed on exit; the plan must already be
     validated, since a Ray cluster starts here."""
-    from nlbench.commands.sweep.run import _local_executor, ray_executor
+    from nlbench.commands.sweep.run import local_executor, ray_executor
 
     workdir = Path(tempfile.mkdtemp(prefix="nlbench-tune-"))
     executor: Any = None
@@ -31,7 +31,7 @@ def open_executor(settings: Any) -> Iterator[tuple[Any, str]]:
         else:
             if settings.address:
                 raise UserError("--address joins a Ray cluster; it needs --executor ray")
-            executor, device = _local_executor(settings, workdir)
+            executor, device = local_executor(settings, workdir)
         yield executor, device
     finally:
         if executor is not None and hasattr(executor, "close"):
@@ -41,10 +41,10 @@ def open_executor(settings: Any) -> Iterator[tuple[Any, str]]:
 
 def check_data(settings: Any) -> None:
     """The suite's data is there (downloaded once here, not in every subprocess at once)."""
-    from nlbench.commands.sweep.run import _check_data
+    from nlbench.commands.sweep.run import check_data
 
     if settings.executor == "local":
-        _check_data(settings)
+        check_data(settings)
 
 
 def run_batch(executor: Any, specs: Sequence[Any], settings: Any, view: Any,

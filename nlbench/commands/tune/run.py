@@ -76,7 +76,7 @@ def plan_tune(settings: TuneSettings, device: str) -> list[_Plan]:
 
 def run_tune(settings: TuneSettings, view: TuneView, *, dry_run: bool = False) -> int:
     from nlbench.commands.sweep.plan import PlannedRun
-    from nlbench.commands.sweep.run import _terminate_as_interrupt
+    from nlbench.commands.sweep.run import terminate_as_interrupt
     from nlbench.commands.tune.execute import check_data, open_executor, run_batch
     from nlbench.commands.tune.provenance import SELECTION_FILE, setting_of, write_selection
     from nlbench.commands.tune.study import TrialRecord, ask, new_study, tell
@@ -99,7 +99,7 @@ def run_tune(settings: TuneSettings, view: TuneView, *, dry_run: bool = False) -
         return 0
     check_writable(out)
     view.message(header)
-    with _terminate_as_interrupt(), open_executor(s) as (executor, device):
+    with terminate_as_interrupt(), open_executor(s) as (executor, device):
         view.message(f"{executor.describe()}")
         check_data(s)
         studies = {p.strategy: new_study(p.strategy, p.space, settings.sampler, settings.tune_seed, settings.budget, direction)
