@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nlbench.cli.common import console, user_errors
+from nlbench.cli.common import console, parse_hparams, user_errors
 from nlbench.cli.sweep_display import RichSweepView
 from nlbench.commands.tune import build_tune_settings, run_tune
 
@@ -62,6 +62,8 @@ def tune_command(
     amp: Annotated[Optional[str], typer.Option(help="Mixed precision: none or bf16; default: none.")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile each run's model.")] = None,
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last", help="Channels-last memory format for image models.")] = None,
+    suite_option: Annotated[Optional[list[str]], typer.Option(
+        "--suite-option", help="Suite option KEY=VALUE (repeatable; e.g. train_per_task=2000, regime=mixture).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda; default: auto.")] = None,
     executor: Annotated[Optional[str], typer.Option(help="local or ray, as in `nlbench sweep`; default: local.")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="Runs at once, as in `nlbench sweep`.")] = None,
@@ -86,7 +88,8 @@ def tune_command(
             "strategy": strategy, "suite": suite, "budget": budget, "seeds": seeds, "sampler": sampler, "metric": metric,
             "val_fraction": val_fraction, "tune_seed": tune_seed, "name": name, "epochs": epochs, "scenario": scenario,
             "head": head, "backbone": backbone, "batch_size": batch_size, "data_path": data_path, "amp": amp,
-            "compile": compile, "channels_last": channels_last, "device": device, "executor": executor, "jobs": jobs,
+            "compile": compile, "channels_last": channels_last, "device": device,
+            "suite_options": parse_hparams(suite_option, flag="--suite-option") if suite_option else None, "executor": executor, "jobs": jobs,
             "runs_per_gpu": runs_per_gpu, "cpus_per_run": cpus_per_run, "address": address, "retries": retries,
             "out": out, "data_root": data_root, "download": download, "retry_failed": retry_failed,
         })

@@ -50,7 +50,7 @@ def _spec(settings: TuneSettings, strategy: str, device: str, *, seed: int, hpar
         s.suite, strategy, device=device, seed=seed, scenario=s.scenario, backbone=s.backbone, head=s.head,
         epochs=s.epochs, batch_size=s.batch_size, hparams=hparams, name=name, protocol=s.protocol,
         **{key: value for key in ("data_path", "amp") if (value := getattr(s, key)) is not None},
-        compile=s.compile, channels_last=s.channels_last, holdout=holdout,
+        compile=s.compile, channels_last=s.channels_last, holdout=holdout, suite_options=s.suite_options or None,
     )
 
 
