@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlbench.models.hope_chunked import chunked_forward
+
 __all__ = ["HopeConfig", "SelfModifyingMemory", "chunk_coefficients", "chunked_delta_update", "delta_rule_write",
            "factored_apply", "memory_map", "memory_write_factors"]
 
@@ -235,6 +237,11 @@ class SelfModifyingMemory(nn.Module):
         return self.config.eta_max * torch.sigmoid(logits[:, 0]), F.logsigmoid(logits[:, 1])
 
     def forward(self, z: Tensor) -> Tensor:
+        """The chunk-parallel form (`nlbench.models.hope_chunked`); equals `forward_reference` to float tolerance."""
+        return chunked_forward(self, z)
+
+    def forward_reference(self, z: Tensor) -> Tensor:
+        """The chunk loop written box by box with the pure functions above: the reference the fast form is tested against."""
         cfg = self.config
         b, n, d = z.shape
         h, dh, c, mu = self.n_heads, self.head_dim, cfg.chunk, cfg.inner_momentum
