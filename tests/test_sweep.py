@@ -471,3 +471,14 @@ def test_run_options_flow_from_the_command_line_and_the_file_into_every_spec(tmp
     assert (run.spec.protocol, run.spec.backbone, run.spec.epochs, run.spec.amp) == ("der2020", "resnet18", 50, "bf16")
     with pytest.raises(UserError, match="compile"):
         build_settings({"compile": "yes"}, {})
+
+
+def test_a_sweep_runs_a_generated_sequence_suite_with_its_options(tmp_path):
+    """bigram-shift has no files: the data check before the runs must not look for any (it once
+    answered "unknown dataset 'bigram'"), and the suite option reaches the run."""
+    out = tmp_path / "results"
+    result = invoke("--suite", "bigram-shift", "--strategy", "adam", "--suite-option", "regime=mixture",
+                    "--suite-option", "steps=8", "--epochs", "1", "--device", "cpu", "--out", str(out), "--name", "seq")
+    assert result.exit_code == 0, result.output
+    spec = json.loads(next(out.glob("seq/*/spec.json")).read_text())
+    assert spec["suite_options"] == {"regime": "mixture", "steps": 8}

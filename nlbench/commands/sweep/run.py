@@ -139,6 +139,8 @@ def check_data(settings: SweepSettings) -> None:
     from nlbench.data.suites import get_suite
 
     info = get_suite(settings.suite)
+    if info.kind == "sequence":  # generated in memory from a seed: there are no files to check
+        return
     root = resolve_data_root(settings.data_root)
     for train in (True, False):
         load_arrays(info.dataset, root, train=train, download=settings.download)
