@@ -116,3 +116,17 @@ def test_a_run_whose_worker_dies_is_retried_by_ray(cluster, tmp_path, retries, s
     if status == "failed":
         error = json.loads(Path(frame["path"].iloc[0], "result.json").read_text())["error"]
         assert "WorkerCrashedError" in error or "died" in error
+
+
+def test_workers_are_replaced_after_max_calls_runs(cluster, tmp_path, monkeypatch):
+    """A long sweep must not train every run in one ever-growing worker process: with max_calls=1
+    each run gets its own process (the pid each result records)."""
+    from nlbench.commands.sweep.executors import RayExecutor
+
+    monkeypatch.setattr(RayExecutor, "max_calls", 1)
+    out = tmp_path / "results"
+    result = invoke("--executor", "ray", "--jobs", "1", "--strategy", "sgd", "--seeds", "0-3", "--epochs", "1",
+                    "--device", "cpu", "--out", str(out), "--name", "recycled")
+    assert result.exit_code == 0, result.output
+    pids = [json.loads(Path(path, "result.json").read_text())["pid"] for path in load_results(out)["path"]]
+    assert len(pids) == 4 and len(set(pids)) == 4, pids

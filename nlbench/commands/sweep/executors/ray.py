@@ -52,6 +52,11 @@ class RayExecutor:
 
     name = "ray"
     tracking: Any = None  # a `Tracking` the tasks log to (`--log`)
+    # Runs one worker process trains before Ray replaces it. A worker that trains run after run keeps
+    # growing (measured: two CPU workers of a split-fmnist tune at 5.3 GB RSS each after 15 minutes and
+    # 8 GB after 25, the machine at 24 GB); a fresh process every 20 runs bounds that for the price of
+    # one torch import (~3 s) per 20 runs.
+    max_calls: int = 20
 
     def __init__(self, *, address: str | None = None, jobs: int | None = None, runs_per_gpu: int | None = None,
                  cpus_per_run: float = 1.0, retries: int = 2, data_root: Path | None = None, download: bool = True):
@@ -146,7 +151,7 @@ class RayExecutor:
         from nlbench.core.store import write_run
         from nlbench.errors import ResultNotStored
 
-        remote = ray.remote(_ray_task).options(
+        remote = ray.remote(max_calls=self.max_calls)(_ray_task).options(
             num_cpus=self.cpus_per_run,
             num_gpus=(1.0 / (self.runs_per_gpu or 1)) if self.use_gpu else 0,
             max_retries=self.retries,  # system failures (worker or node died): retried
