@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nlbench.models.hope_chunk_grad import ChunkLoop, supported
+
 __all__ = ["chunked_forward"]
 
 
@@ -67,7 +69,8 @@ def chunked_forward(memory, z: Tensor) -> Tensor:
 
     split = [None] * L
     us = rows(z).split(c, dim=1)
-    qs = split if cfg.adaptive_q else F.normalize(rows(memory.q(z)), dim=-1).split(c, dim=1)
+    q_all = None if cfg.adaptive_q else F.normalize(rows(memory.q(z)), dim=-1)
+    qs = split if cfg.adaptive_q else q_all.split(c, dim=1)
     etas = las = split
     if not gmem:  # outer-learned gates depend on z only: every chunk's at once
         etas = rows(cfg.eta_max * torch.sigmoid(memory.eta(z))).squeeze(-1).split(c, dim=1)
@@ -81,6 +84,9 @@ def chunked_forward(memory, z: Tensor) -> Tensor:
     if mu > 0:
         MP, MW = torch.zeros_like(P), (torch.zeros_like(W1) if mlp else None)
     bias = memory.gate_bias.t().repeat(b, 1).unsqueeze(1) if gmem else None  # (B*H, 1, 2)
+    if supported(memory):  # the default options: one autograd node with a hand-written backward
+        out = ChunkLoop.apply(rows(z), q_all, P, W1, bias, c, cfg.eta_max, S)
+        return out.view(b, h, L, d).transpose(1, 2).reshape(b, L, D)
     lowers, outs = {}, []
     for i, (uc, q, eta, log_alpha) in enumerate(zip(us, qs, etas, las)):
         n, last = uc.shape[1], (i + 1) * c >= L
