@@ -38,8 +38,11 @@ def _dsilu(z: Tensor, sig: Tensor) -> Tensor:
     return sig * (1.0 + z * (1.0 - sig))
 
 
-def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: float, S: int, last: bool):
+def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: float, S: int, last: bool,
+           targets: tuple[Tensor, Tensor] | None = None):
     """One chunk's forward (no graph): its reads and (unless last) the next state; `saved` for the backward.
+    `targets` (sg(M_box(v)) (N, S, n, d), sg(M_gates(v)) (N, n, 2)) overrides the computed ones (tests: the
+    backward treats them as constants, so finite differences must hold them fixed).
     Elementwise work runs on contiguous (N, box, tokens, d) blocks: strided 16-wide rows cost 3-10x more."""
     N, n, d = u.shape
     R = S * d
@@ -64,13 +67,14 @@ def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: f
     sall = Z * sigZ
     O = torch.bmm(sall.view(N * S, 2 * n, d), W1.transpose(1, 2)).view(N, S, 2 * n, d)
     s, zk, sigk = sall[:, :, :n], Z[:, :, :n], sigZ[:, :, :n]
-    err = (O[:, :, :n] - O[:, :, n:]).add_((k - kv[:, 1]).unsqueeze(1))  # M(k) - sg(M(v)), (N, S, n, d)
+    vhat, hv = (O[:, :, n:] + kv[:, 1].unsqueeze(1), HKV[:, n:, R:]) if targets is None else targets
+    err = (O[:, :, :n] + k.unsqueeze(1)).sub_(vhat)  # M(k) - sg(M(v)), (N, S, n, d)
     t = sigk - sigk * sigk
     dsk = torch.addcmul(sigk, zk, t)  # silu'
     d2sk = t * (2.0 + zk - 2.0 * s)  # silu''
     r = torch.bmm(err.view(N * S, n, d), W1).view(N, S, n, d)
     delta = r * dsk
-    ge = HKV[:, :n, R:] - HKV[:, n:, R:]  # gate memories: M_g(k) - sg(M_g(v))
+    ge = HKV[:, :n, R:] - hv  # gate memories: M_g(k) - sg(M_g(v))
     # Coefficients: D[t, s] = A_t / A_s (s <= t), Q[t, s] = D[t, s] eta_s; reads use row t-1, the end row n-1.
     cum = la.cumsum(dim=1)
     A = torch.exp(cum)
@@ -95,7 +99,7 @@ def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: f
     out = torch.baddbmm(torch.addcmul(q, A_r, y), M2, a2, alpha=-1.0)
     saved = dict(u=u, q=q, P=P, W1=W1, z0=z0[:, 0], sig0=sig0[:, 0], s0=s0[:, 0], inv=inv[:, 0], k=k, sig_g=sig_g, C1=C1, C2=C2,
                  eta=eta, s=s, dsk=dsk, rd2=r * d2sk, err=err, delta=delta, A=A, D=D, Q=Q, Kq=Kq, A_r=A_r, hq=hq,
-                 G1=G1, M1=M1, h1=h1, sig1=sig1, x=x, y=y, G2=G2, M2=M2)
+                 G1=G1, M1=M1, h1=h1, sig1=sig1, x=x, y=y, G2=G2, M2=M2, targets=(vhat, hv))
     if last:
         return out, None, None, saved
     aP = torch.cat([delta.transpose(1, 2).reshape(N, n, R), ge], dim=-1)
@@ -234,5 +238,4 @@ class ChunkLoop(torch.autograd.Function):
             gu_i, gq_i, gP, gW, gb = _chunk_backward(saved[i], gout[:, start:stop], gP, gW, ctx.eta_max, ctx.S)
             g_u[:, start:stop], g_q[:, start:stop] = gu_i, gq_i
             g_bias = g_bias + gb
-        ctx.saved = None
         return g_u, g_q, gP, gW, g_bias, None, None, None
