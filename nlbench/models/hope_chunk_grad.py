@@ -60,21 +60,23 @@ def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: f
     sig_g = torch.sigmoid(H0[..., R:] + bias)  # (N, n, 2)
     eta = eta_max * sig_g[..., 0]
     la = torch.log(sig_g[..., 1])  # logsigmoid (alpha >= sigmoid(-|logit|), far from underflow here)
-    # Every box on k (predictions) and on v (targets, sg) in one product.
-    HKV = torch.bmm(kv.view(N, 2 * n, d), Pt)
-    Z = HKV[..., :R].unflatten(-1, (S, d)).transpose(1, 2).contiguous()  # (N, S, 2n, d)
+    # Every box on k (predictions) and on v (targets, sg) in one product. The last chunk writes nothing:
+    # only the mem box's factors (its reads) are needed there.
+    Sx = 1 if last else S
+    Rx, W1x = Sx * d, W1s[:, :Sx].reshape(N * Sx, d, d)
+    HKV = torch.bmm(kv.view(N, 2 * n, d), Pt if not last else Pt[..., :Rx])
+    Z = HKV[..., :Rx].unflatten(-1, (Sx, d)).transpose(1, 2).contiguous()  # (N, Sx, 2n, d)
     sigZ = torch.sigmoid(Z)
     sall = Z * sigZ
-    O = torch.bmm(sall.view(N * S, 2 * n, d), W1.transpose(1, 2)).view(N, S, 2 * n, d)
+    O = torch.bmm(sall.view(N * Sx, 2 * n, d), W1x.transpose(1, 2)).view(N, Sx, 2 * n, d)
     s, zk, sigk = sall[:, :, :n], Z[:, :, :n], sigZ[:, :, :n]
-    vhat, hv = (O[:, :, n:] + kv[:, 1].unsqueeze(1), HKV[:, n:, R:]) if targets is None else targets
-    err = (O[:, :, :n] + k.unsqueeze(1)).sub_(vhat)  # M(k) - sg(M(v)), (N, S, n, d)
+    if targets is None:
+        targets = (O[:, :, n:] + kv[:, 1].unsqueeze(1), None if last else HKV[:, n:, R:])
+    err = (O[:, :, :n] + k.unsqueeze(1)).sub_(targets[0])  # M(k) - sg(M(v)), (N, Sx, n, d)
     t = sigk - sigk * sigk
     dsk = torch.addcmul(sigk, zk, t)  # silu'
-    d2sk = t * (2.0 + zk - 2.0 * s)  # silu''
-    r = torch.bmm(err.view(N * S, n, d), W1).view(N, S, n, d)
+    r = torch.bmm(err.view(N * Sx, n, d), W1x).view(N, Sx, n, d)
     delta = r * dsk
-    ge = HKV[:, :n, R:] - hv  # gate memories: M_g(k) - sg(M_g(v))
     # Coefficients: D[t, s] = A_t / A_s (s <= t), Q[t, s] = D[t, s] eta_s; reads use row t-1, the end row n-1.
     cum = la.cumsum(dim=1)
     A = torch.exp(cum)
@@ -98,10 +100,11 @@ def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: f
     M2 = Kq * G2
     out = torch.baddbmm(torch.addcmul(q, A_r, y), M2, a2, alpha=-1.0)
     saved = dict(u=u, q=q, P=P, W1=W1, z0=z0[:, 0], sig0=sig0[:, 0], s0=s0[:, 0], inv=inv[:, 0], k=k, sig_g=sig_g, C1=C1, C2=C2,
-                 eta=eta, s=s, dsk=dsk, rd2=r * d2sk, err=err, delta=delta, A=A, D=D, Q=Q, Kq=Kq, A_r=A_r, hq=hq,
-                 G1=G1, M1=M1, h1=h1, sig1=sig1, x=x, y=y, G2=G2, M2=M2, targets=(vhat, hv))
+                 eta=eta, s=s, dsk=dsk, t=t, zk=zk, r=r, err=err, delta=delta, A=A, D=D, Q=Q, Kq=Kq, A_r=A_r, hq=hq,
+                 G1=G1, M1=M1, h1=h1, sig1=sig1, x=x, y=y, G2=G2, M2=M2, targets=targets)
     if last:
         return out, None, None, saved
+    ge = HKV[:, :n, R:] - targets[1]  # gate memories: M_g(k) - sg(M_g(v))
     aP = torch.cat([delta.transpose(1, 2).reshape(N, n, R), ge], dim=-1)
     w = Q[:, -1]  # (N, n): D[n, s] eta_s
     A_n = A[:, -1, None, None]
@@ -174,23 +177,27 @@ def _chunk_backward(sv: dict, gout: Tensor, gPn: Tensor | None, gWn: Tensor | No
     g_cum = -T.sum(1)
     g_cum[:, :m] += T.sum(2) + g_A * A[:, :m]
     g_la = g_cum.flip(1).cumsum(1).flip(1)
-    # Per-box write factors: err = M(k) - vhat, delta = (err W1) silu'(zk), s = silu(zk), zk = W2 k.
-    dsk = sv["dsk"]
-    g_r = (g_delta * dsk).view(N * S, n, d)
-    g_err = torch.baddbmm(g_err.view(N * S, n, d), g_r, W1.transpose(1, 2))
-    sr = s.reshape(N * S, n, d)
-    gW += torch.bmm(torch.cat([err.view(N * S, n, d), g_err], 1).transpose(1, 2), torch.cat([g_r, sr], 1))
-    g_k = g_k + g_err.view(N, S, n, d).sum(1)
-    g_s = torch.baddbmm(g_s.view(N * S, n, d), g_err, W1).view(N, S, n, d)
-    g_zk = torch.addcmul(g_delta * sv["rd2"], g_s, dsk)
-    g_HK = g_zk.transpose(1, 2).reshape(N, n, R)
+    # Per-box write factors: err = M(k) - vhat, delta = (err W1) silu'(zk), s = silu(zk), zk = W2 k
+    # (boxes 0..Sx-1: every box, or only mem's in the last chunk).
+    dsk, Sx = sv["dsk"], err.shape[1]
+    Rx, W1x = Sx * d, W1s[:, :Sx].reshape(N * Sx, d, d)
+    g_r = (g_delta * dsk).view(N * Sx, n, d)
+    g_err = torch.baddbmm(g_err.view(N * Sx, n, d), g_r, W1x.transpose(1, 2))
+    sr = s.reshape(N * Sx, n, d)
+    gWx = torch.bmm(torch.cat([err.view(N * Sx, n, d), g_err], 1).transpose(1, 2), torch.cat([g_r, sr], 1))
+    gW.view(N, S, d, d)[:, :Sx] += gWx.view(N, Sx, d, d)
+    g_k = g_k + g_err.view(N, Sx, n, d).sum(1)
+    g_s = torch.baddbmm(g_s.view(N * Sx, n, d), g_err, W1x).view(N, Sx, n, d)
+    d2sk = sv["t"] * (2.0 + sv["zk"] - 2.0 * s)  # silu''
+    g_zk = torch.addcmul(g_delta * sv["r"] * d2sk, g_s, dsk)
+    g_HK = g_zk.transpose(1, 2).reshape(N, n, Rx)
     if g_gate is not None:
         g_HK = torch.cat([g_HK, g_gate], dim=-1)
         g_k = torch.baddbmm(g_k, g_HK, P)
         gP += torch.bmm(g_HK.transpose(1, 2), k)
     else:
-        g_k = torch.baddbmm(g_k, g_HK, P[:, :R])
-        gP[:, :R] += torch.bmm(g_HK.transpose(1, 2), k)
+        g_k = torch.baddbmm(g_k, g_HK, P[:, :Rx])
+        gP[:, :Rx] += torch.bmm(g_HK.transpose(1, 2), k)
     # Gates, key normalisation, the k box's map on u, and u's first-layer products.
     sig_g = sv["sig_g"]
     g_gl = torch.stack([g_eta * sv["eta"], g_la], dim=-1).mul_(1.0 - sig_g)
