@@ -13,8 +13,12 @@ no inner momentum, self-modification and differentiated writes on. Per chunk, fr
 
 Why: autograd over that loop records ~700 tiny nodes per layer; here the forward runs without a graph,
 keeps what the backward needs, and the backward walks the chunks in reverse with the chain rule
-written out (about a third of the forward's products again, twice). Checked against the autograd
-form by float64 equality and `torch.autograd.gradcheck` (tests/test_hope_chunk_grad.py).
+written out. Products that share an operand are stacked into one (q against mem's first layer and the
+keys; x against mem's second layer and the s_t; the weight gradients of a box's two factors), the
+last chunk (no write follows) computes only the mem box's factors, and elementwise work runs on
+contiguous blocks. The targets sg(M(v)) are constants of the backward, as in the paper. Checked
+against the autograd form by float64 equality, and per chunk by `torch.autograd.gradcheck` with the
+targets held fixed (tests/test_hope_chunk_grad.py).
 """
 
 from __future__ import annotations
@@ -32,10 +36,6 @@ def supported(memory) -> bool:
     return (cfg.memory == "mlp" and cfg.read == "token" and cfg.gates == "memory" and not cfg.adaptive_q
             and cfg.inner_momentum == 0.0 and not cfg.rank1_dgd and cfg.self_modify and cfg.write_grad
             and memory.writes)
-
-
-def _dsilu(z: Tensor, sig: Tensor) -> Tensor:
-    return sig * (1.0 + z * (1.0 - sig))
 
 
 def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: float, S: int, last: bool,
@@ -59,7 +59,7 @@ def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: f
     k = kv[:, 0]
     sig_g = torch.sigmoid(H0[..., R:] + bias)  # (N, n, 2)
     eta = eta_max * sig_g[..., 0]
-    la = torch.log(sig_g[..., 1])  # logsigmoid (alpha >= sigmoid(-|logit|), far from underflow here)
+    la = F.logsigmoid(H0[..., R + 1] + bias[..., 1])  # not log(sigmoid): that underflows for alpha -> 0
     # Every box on k (predictions) and on v (targets, sg) in one product. The last chunk writes nothing:
     # only the mem box's factors (its reads) are needed there.
     Sx = 1 if last else S

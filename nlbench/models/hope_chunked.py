@@ -18,6 +18,10 @@ first-layer weights (W2 in Eq 89's M(u) = u + W1 silu(W2 u); W for the linear me
 product x P^T gives every box's pre-activation and both gate logits for inputs the boxes share (u, k, v),
 and a single product updates all of them at the chunk end (they share the key k). The second layers
 W1 are a (B*H*S, d, d) batch. The targets sg(M(v)) are computed outside the autograd graph.
+
+At the default options (`hope_chunk_grad.supported`) the loop below is replaced by `ChunkLoop`, the same
+maths as one autograd node with a hand-written backward (~1.4x faster per training step on CPU);
+every other option set runs this autograd form.
 """
 
 from __future__ import annotations
