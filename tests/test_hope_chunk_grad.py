@@ -93,3 +93,20 @@ def test_hand_written_backward_equals_the_autograd_form_float64(chunk, length, m
     assert torch.allclose(fast, ref, atol=1e-12, rtol=0)
     for name, a, b in zip(["input"] + [n for n, _ in memory.named_parameters()], g_fast, g_ref):
         assert torch.allclose(a, b, atol=1e-11, rtol=0), name
+
+
+def test_runs_under_bf16_autocast_in_float32():
+    """Autocast (the GPU check's bf16 mode) leaves the recurrence in the parameters' float32: the
+    gradients match the float32 run to bf16 tolerance (the rest of the model runs in bf16)."""
+    torch.manual_seed(4)
+    memory = SelfModifyingMemory(HopeConfig(d_model=16, n_heads=2, chunk=4))
+    z = torch.randn(2, 10, 16)
+    grads = []
+    for enabled in (True, False):
+        memory.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = memory(z)
+        out.float().square().sum().backward()
+        grads.append(memory.init_w2.grad.clone())
+    assert torch.isfinite(grads[0]).all()
+    assert torch.allclose(grads[0], grads[1], atol=0.05 * grads[1].abs().max().item())

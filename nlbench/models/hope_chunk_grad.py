@@ -184,8 +184,11 @@ def _chunk_backward(sv: dict, gout: Tensor, gPn: Tensor | None, gWn: Tensor | No
     g_r = (g_delta * dsk).view(N * Sx, n, d)
     g_err = torch.baddbmm(g_err.view(N * Sx, n, d), g_r, W1x.transpose(1, 2))
     sr = s.reshape(N * Sx, n, d)
-    gWx = torch.bmm(torch.cat([err.view(N * Sx, n, d), g_err], 1).transpose(1, 2), torch.cat([g_r, sr], 1))
-    gW.view(N, S, d, d)[:, :Sx] += gWx.view(N, Sx, d, d)
+    ef, gs = torch.cat([err.view(N * Sx, n, d), g_err], 1), torch.cat([g_r, sr], 1)  # both factors, one product
+    if Sx == S:
+        gW = torch.baddbmm(gW, ef.transpose(1, 2), gs)
+    else:
+        gW.view(N, S, d, d)[:, :Sx] += torch.bmm(ef.transpose(1, 2), gs).view(N, Sx, d, d)
     g_k = g_k + g_err.view(N, Sx, n, d).sum(1)
     g_s = torch.baddbmm(g_s.view(N * Sx, n, d), g_err, W1x).view(N, Sx, n, d)
     d2sk = sv["t"] * (2.0 + sv["zk"] - 2.0 * s)  # silu''
@@ -221,14 +224,17 @@ class ChunkLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, chunk: int, eta_max: float, S: int):
-        L = u.shape[1]
+        # In the parameters' dtype, autocast off: the recurrence is not run in half precision.
+        L, dtype = u.shape[1], P.dtype
+        u, q, W1, bias = u.to(dtype), q.to(dtype), W1.to(dtype), bias.to(dtype)
         out = torch.empty_like(q)
         saved = []
-        for start in range(0, L, chunk):
-            stop = min(start + chunk, L)
-            o, P, W1, sv = _chunk(u[:, start:stop], q[:, start:stop], P, W1, bias, eta_max, S, stop == L)
-            out[:, start:stop] = o
-            saved.append(sv)
+        with torch.autocast(u.device.type, enabled=False):
+            for start in range(0, L, chunk):
+                stop = min(start + chunk, L)
+                o, P, W1, sv = _chunk(u[:, start:stop], q[:, start:stop], P, W1, bias, eta_max, S, stop == L)
+                out[:, start:stop] = o
+                saved.append(sv)
         ctx.saved, ctx.chunk, ctx.eta_max, ctx.S = saved, chunk, eta_max, S
         return out
 
@@ -237,12 +243,14 @@ class ChunkLoop(torch.autograd.Function):
     def backward(ctx, gout: Tensor):
         saved, c = ctx.saved, ctx.chunk
         L = sum(sv["u"].shape[1] for sv in saved)
+        gout = gout.to(saved[0]["u"].dtype)  # the engine casts each gradient back to its input's dtype
         g_u, g_q = torch.empty_like(gout), torch.empty_like(gout)
         gP = gW = None
         g_bias = 0.0
-        for i in range(len(saved) - 1, -1, -1):
-            start, stop = i * c, min(i * c + c, L)
-            gu_i, gq_i, gP, gW, gb = _chunk_backward(saved[i], gout[:, start:stop], gP, gW, ctx.eta_max, ctx.S)
-            g_u[:, start:stop], g_q[:, start:stop] = gu_i, gq_i
-            g_bias = g_bias + gb
+        with torch.autocast(gout.device.type, enabled=False):
+            for i in range(len(saved) - 1, -1, -1):
+                start, stop = i * c, min(i * c + c, L)
+                gu_i, gq_i, gP, gW, gb = _chunk_backward(saved[i], gout[:, start:stop], gP, gW, ctx.eta_max, ctx.S)
+                g_u[:, start:stop], g_q[:, start:stop] = gu_i, gq_i
+                g_bias = g_bias + gb
         return g_u, g_q, gP, gW, g_bias, None, None, None
