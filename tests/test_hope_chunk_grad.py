@@ -30,16 +30,27 @@ def _inputs(N: int, n: int, d: int, S: int = 3, seed: int = 0):
 
 class _OneChunk(torch.autograd.Function):
     """One chunk (`_chunk`, its reads and end state) with the hand-written `_chunk_backward`, targets fixed:
-    they are stop-gradients, so finite differences must not move them."""
+    they are stop-gradients, so finite differences must not move them. The end state is returned without
+    the v box (first-layer rows 2d:3d, second layer 2): in the loop its gradient is exactly 0 (v enters only
+    through the targets), which `_chunk_backward` relies on."""
 
     @staticmethod
     def forward(ctx, u, q, P, W1, bias, targets, eta_max, last):
         out, newP, newW, ctx.sv = _chunk(u, q, P, W1, bias, eta_max, 3, last, targets)
-        ctx.eta_max, ctx.last = eta_max, last
-        return out if last else (out, newP, newW)
+        ctx.eta_max, ctx.shapes = eta_max, (P.shape, W1.shape)
+        if last:
+            return out
+        d = u.shape[-1]
+        return out, torch.cat([newP[:, :2 * d], newP[:, 3 * d:]], 1), newW.unflatten(0, (-1, 3))[:, :2]
 
     @staticmethod
     def backward(ctx, gout, gP=None, gW=None):
+        if gP is not None:
+            d = gout.shape[-1]
+            full_P, full_W = gP.new_zeros(ctx.shapes[0]), gW.new_zeros(ctx.shapes[1])
+            full_P[:, :2 * d], full_P[:, 3 * d:] = gP[:, :2 * d], gP[:, 2 * d:]
+            full_W.unflatten(0, (-1, 3))[:, :2] = gW
+            gP, gW = full_P, full_W
         return *_chunk_backward(ctx.sv, gout, gP, gW, ctx.eta_max, 3), None, None, None
 
 

@@ -132,11 +132,12 @@ def _chunk_backward(sv: dict, gout: Tensor, gPn: Tensor | None, gWn: Tensor | No
         g_aP = torch.bmm(k, gPn.transpose(1, 2)).mul_(-w.unsqueeze(-1))  # (N, n, R + 2)
         Y = torch.bmm(aP, gPn)
         g_k = Y * -w.unsqueeze(-1)
-        Ye = torch.bmm(err.view(N * S, n, d), gWn).view(N, S, n, d)
+        gWg = gWn.view(N, S, d, d)[:, :2]  # the v box's rows are 0 (see below)
+        Ye = torch.matmul(err[:, :2], gWg)
         g_s = Ye * -w[:, None, :, None]
-        g_err = torch.bmm(s.reshape(N * S, n, d), gWn.transpose(1, 2)).view(N, S, n, d).mul_(-w[:, None, :, None])
-        g_w = -(k * Y).sum(-1) - (s * Ye).sum((1, 3))
-        g_delta = g_aP[..., :R].unflatten(-1, (S, d)).transpose(1, 2).contiguous()
+        g_err = torch.matmul(s[:, :2], gWg.transpose(-1, -2)).mul_(-w[:, None, :, None])
+        g_w = -(k * Y).sum(-1) - (s[:, :2] * Ye).sum((1, 3))
+        g_delta = g_aP[..., :2 * d].unflatten(-1, (2, d)).transpose(1, 2).contiguous()
         g_gate = g_aP[..., R:]
     else:
         gA_n = g_w = g_gate = None
@@ -177,30 +178,32 @@ def _chunk_backward(sv: dict, gout: Tensor, gPn: Tensor | None, gWn: Tensor | No
     g_cum = -T.sum(1)
     g_cum[:, :m] += T.sum(2) + g_A * A[:, :m]
     g_la = g_cum.flip(1).cumsum(1).flip(1)
-    # Per-box write factors: err = M(k) - vhat, delta = (err W1) silu'(zk), s = silu(zk), zk = W2 k
-    # (boxes 0..Sx-1: every box, or only mem's in the last chunk).
-    dsk, Sx = sv["dsk"], err.shape[1]
-    Rx, W1x = Sx * d, W1s[:, :Sx].reshape(N * Sx, d, d)
-    g_r = (g_delta * dsk).view(N * Sx, n, d)
-    g_err = torch.baddbmm(g_err.view(N * Sx, n, d), g_r, W1x.transpose(1, 2))
-    sr = s.reshape(N * Sx, n, d)
-    ef, gs = torch.cat([err.view(N * Sx, n, d), g_err], 1), torch.cat([g_r, sr], 1)  # both factors, one product
-    if Sx == S:
-        gW = torch.baddbmm(gW, ef.transpose(1, 2), gs)
-    else:
-        gW.view(N, S, d, d)[:, :Sx] += torch.bmm(ef.transpose(1, 2), gs).view(N, Sx, d, d)
-    g_k = g_k + g_err.view(N, Sx, n, d).sum(1)
-    g_s = torch.baddbmm(g_s.view(N * Sx, n, d), g_err, W1x).view(N, Sx, n, d)
-    d2sk = sv["t"] * (2.0 + sv["zk"] - 2.0 * s)  # silu''
-    g_zk = torch.addcmul(g_delta * sv["r"] * d2sk, g_s, dsk)
-    g_HK = g_zk.transpose(1, 2).reshape(N, n, Rx)
-    if g_gate is not None:
+    # Per-box write factors: err = M(k) - vhat, delta = (err W1) silu'(zk), s = silu(zk), zk = W2 k, for
+    # the boxes that carry a gradient: mem and k (only mem in the last chunk). The v box's state only
+    # ever makes v, which enters through the stop-gradient targets alone: its gradient is exactly 0.
+    Sg = g_delta.shape[1]
+    Rg, W1g = Sg * d, W1s[:, :Sg].reshape(N * Sg, d, d)
+    errg, sg, dsk = err[:, :Sg], s[:, :Sg], sv["dsk"][:, :Sg]
+    g_r = g_delta * dsk
+    g_err = torch.baddbmm(g_err.reshape(N * Sg, n, d), g_r.view(N * Sg, n, d), W1g.transpose(1, 2))
+    ef = torch.cat([errg, g_err.view(N, Sg, n, d)], 2).view(N * Sg, 2 * n, d)  # both factors, one product
+    gs = torch.cat([g_r, sg], 2).view(N * Sg, 2 * n, d)
+    gW.view(N, S, d, d)[:, :Sg] += torch.bmm(ef.transpose(1, 2), gs).view(N, Sg, d, d)
+    g_k = g_k + g_err.view(N, Sg, n, d).sum(1)
+    g_s = torch.baddbmm(g_s.reshape(N * Sg, n, d), g_err, W1g).view(N, Sg, n, d)
+    d2sk = sv["t"][:, :Sg] * (2.0 + sv["zk"][:, :Sg] - 2.0 * sg)  # silu''
+    g_zk = torch.addcmul(g_delta * sv["r"][:, :Sg] * d2sk, g_s, dsk)
+    g_HK = g_zk.transpose(1, 2).reshape(N, n, Rg)
+    if g_gate is not None:  # the gate rows' columns follow the boxes'
         g_HK = torch.cat([g_HK, g_gate], dim=-1)
-        g_k = torch.baddbmm(g_k, g_HK, P)
-        gP += torch.bmm(g_HK.transpose(1, 2), k)
+        PG = torch.cat([P[:, :Rg], P[:, R:]], dim=1)
+        g_k = torch.baddbmm(g_k, g_HK, PG)
+        gPG = torch.bmm(g_HK.transpose(1, 2), k)
+        gP[:, :Rg] += gPG[:, :Rg]
+        gP[:, R:] += gPG[:, Rg:]
     else:
-        g_k = torch.baddbmm(g_k, g_HK, P[:, :Rx])
-        gP[:, :Rx] += torch.bmm(g_HK.transpose(1, 2), k)
+        g_k = torch.baddbmm(g_k, g_HK, P[:, :Rg])
+        gP[:, :Rg] += torch.bmm(g_HK.transpose(1, 2), k)
     # Gates, key normalisation, the k box's map on u, and u's first-layer products.
     sig_g = sv["sig_g"]
     g_gl = torch.stack([g_eta * sv["eta"], g_la], dim=-1).mul_(1.0 - sig_g)
