@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlbench.models import hope_chunked
 from nlbench.models.hope import HopeConfig, SelfModifyingMemory
 from nlbench.models.hope_chunk_grad import ChunkLoop, _chunk, _chunk_backward, supported
 
@@ -70,9 +69,9 @@ def test_only_the_default_options_take_the_hand_written_backward():
     for options in ({"memory": "linear"}, {"read": "chunk"}, {"gates": "linear"}, {"adaptive_q": True},
                     {"inner_momentum": 0.5}, {"rank1_dgd": True}, {"self_modify": False}, {"write_grad": False}):
         assert not supported(SelfModifyingMemory(HopeConfig(**options))), options
-    static = SelfModifyingMemory(HopeConfig())
-    static.writes = False
-    assert not supported(static)
+    static, forced = SelfModifyingMemory(HopeConfig()), SelfModifyingMemory(HopeConfig())
+    static.writes, forced.hand_written_backward = False, False
+    assert not supported(static) and not supported(forced)
     memory = SelfModifyingMemory(HopeConfig(d_model=8, n_heads=2, chunk=2))
     out = memory(torch.randn(2, 5, 8, requires_grad=True))
     names, stack = set(), [out.grad_fn]
@@ -85,7 +84,7 @@ def test_only_the_default_options_take_the_hand_written_backward():
 
 
 @pytest.mark.parametrize("chunk,length", [(1, 4), (3, 7), (4, 8), (8, 5)])
-def test_hand_written_backward_equals_the_autograd_form_float64(chunk, length, monkeypatch):
+def test_hand_written_backward_equals_the_autograd_form_float64(chunk, length):
     """Same module, same input: ChunkLoop against `hope_chunked`'s autograd loop, outputs and every gradient."""
     torch.manual_seed(3)
     memory = SelfModifyingMemory(HopeConfig(d_model=8, n_heads=2, chunk=chunk, eta_max=0.5, alpha_bias=1.0)).double()
@@ -97,7 +96,7 @@ def test_hand_written_backward_equals_the_autograd_form_float64(chunk, length, m
     inputs = [z] + list(memory.parameters())
     results = []
     for flag in (True, False):
-        monkeypatch.setattr(hope_chunked, "supported", lambda m, flag=flag: flag)
+        memory.hand_written_backward = flag
         out = memory(z)
         results.append((out, torch.autograd.grad((out * weights).sum(), inputs)))
     (fast, g_fast), (ref, g_ref) = results

@@ -31,9 +31,10 @@ __all__ = ["ChunkLoop", "supported"]
 
 
 def supported(memory) -> bool:
-    """Whether `memory`'s options are the ones `ChunkLoop` implements (else the autograd form runs)."""
+    """Whether `memory`'s options are the ones `ChunkLoop` implements (else the autograd form runs);
+    an attribute `hand_written_backward = False` on the module forces the autograd form (benchmarks)."""
     cfg = memory.config
-    return (cfg.memory == "mlp" and cfg.read == "token" and cfg.gates == "memory" and not cfg.adaptive_q
+    return (getattr(memory, "hand_written_backward", True) and cfg.memory == "mlp" and cfg.read == "token" and cfg.gates == "memory" and not cfg.adaptive_q
             and cfg.inner_momentum == 0.0 and not cfg.rank1_dgd and cfg.self_modify and cfg.write_grad
             and memory.writes)
 
