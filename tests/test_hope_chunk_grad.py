@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nlbench.models.hope import HopeConfig, SelfModifyingMemory
-from nlbench.models.hope_chunk_grad import ChunkLoop, _chunk, _chunk_backward, supported
+from nlbench.models.hope_chunk_grad import _chunk, _chunk_backward, supported
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

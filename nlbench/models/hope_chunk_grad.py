@@ -34,7 +34,8 @@ def supported(memory) -> bool:
     """Whether `memory`'s options are the ones `ChunkLoop` implements (else the autograd form runs);
     an attribute `hand_written_backward = False` on the module forces the autograd form (benchmarks)."""
     cfg = memory.config
-    return (getattr(memory, "hand_written_backward", True) and cfg.memory == "mlp" and cfg.read == "token" and cfg.gates == "memory" and not cfg.adaptive_q
+    return (getattr(memory, "hand_written_backward", True) and cfg.memory == "mlp" and cfg.read == "token"
+            and cfg.gates == "memory" and not cfg.adaptive_q
             and cfg.inner_momentum == 0.0 and not cfg.rank1_dgd and cfg.self_modify and cfg.write_grad
             and memory.writes)
 
@@ -100,7 +101,7 @@ def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: f
     y, G2 = yG2[..., :d], yG2[..., d:]
     M2 = Kq * G2
     out = torch.baddbmm(torch.addcmul(q, A_r, y), M2, a2, alpha=-1.0)
-    saved = dict(u=u, q=q, P=P, W1=W1, z0=z0[:, 0], sig0=sig0[:, 0], s0=s0[:, 0], inv=inv[:, 0], k=k, sig_g=sig_g, C1=C1, C2=C2,
+    saved = dict(u=u, q=q, P=P, W1=W1, sig0=sig0[:, 0], s0=s0[:, 0], inv=inv[:, 0], k=k, sig_g=sig_g, C1=C1, C2=C2,
                  eta=eta, s=s, dsk=dsk, t=t, zk=zk, r=r, err=err, delta=delta, A=A, D=D, Q=Q, Kq=Kq, A_r=A_r, hq=hq,
                  G1=G1, M1=M1, h1=h1, sig1=sig1, x=x, y=y, G2=G2, M2=M2, targets=targets)
     if last:
@@ -210,7 +211,7 @@ def _chunk_backward(sv: dict, gout: Tensor, gPn: Tensor | None, gWn: Tensor | No
     g_gl = torch.stack([g_eta * sv["eta"], g_la], dim=-1).mul_(1.0 - sig_g)
     g_bias = g_gl.sum(1, keepdim=True)
     g_m = torch.addcmul(g_k, k, (k * g_k).sum(-1, keepdim=True), value=-1.0).mul_(sv["inv"])
-    z0, sig0 = sv["z0"], sv["sig0"]
+    sig0 = sv["sig0"]
     g_z0 = torch.bmm(g_m, W1s[:, 1]).mul_(torch.addcmul(sig0, sv["s0"], 1.0 - sig0))
     gW.view(N, S, d, d)[:, 1] += torch.bmm(g_m.transpose(1, 2), sv["s0"])
     g_H0 = torch.cat([g_z0, g_gl], dim=-1)  # columns d:2d and R: of H0
