@@ -93,19 +93,23 @@ def bench_clocks(name, make_model, batch, loss_fn, device, rounds, steps) -> dic
 
 
 def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) -> None:
-    """HOPE (chunk-parallel memory, what the model runs) and the same weights through the box-by-box chunk
-    loop (`SelfModifyingMemory.forward_reference`, the pre-issue-19 implementation) against a plain
+    """HOPE (chunk-parallel memory with the hand-written chunk-loop backward, what the model runs), the same
+    weights with autograd's backward of the chunk-parallel form, and through the box-by-box chunk loop
+    (`SelfModifyingMemory.forward_reference`, the pre-issue-19 implementation) against a plain
     Transformer; on CPU the clock is this thread's CPU time, so other processes' load is not counted."""
     torch.manual_seed(0)
     x, y = make_synth_bigrams(n_train=batch_size, n_test=1).train[0]
     x, y = x.to(device), y.to(device)
     hope = HopeLM(HopeLMConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, chunk=8))
-    loop = copy.deepcopy(hope)
+    loop, autograd = copy.deepcopy(hope), copy.deepcopy(hope)
     for block in loop.blocks:
         block.memory.forward = block.memory.forward_reference
+    for block in autograd.blocks:  # chunk-parallel form, autograd's backward instead of the hand-written one
+        block.memory.hand_written_backward = False
     models = {
         "transformer": TinyTransformer(TransformerConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)),
         "hope": hope,
+        "hope (autograd)": autograd,
         "hope (loop)": loop,
     }
     loss_fn = SequenceCrossEntropy()
@@ -135,10 +139,11 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
         t = statistics.median(times[key])
         n_params = sum(p.numel() for p in model.parameters())
         target = "  (target <= 2x)" if key == "hope" else ""
-        print(f"    {key:<12} {n_params:>9,} params   fwd+bwd {1e3 * t:8.2f} ms/batch   {tokens / t:>10,.0f} tokens/s   "
+        print(f"    {key:<15} {n_params:>9,} params   fwd+bwd {1e3 * t:8.2f} ms/batch   {tokens / t:>10,.0f} tokens/s   "
               f"{t / base:.2f}x the transformer's time{target}")
     print(f"    chunk-parallel form vs the chunk loop: {statistics.median(times['hope (loop)']) / statistics.median(times['hope']):.2f}x "
-          f"faster, max |logit difference| {gap:.1e}")
+          f"faster, max |logit difference| {gap:.1e}; hand-written backward vs autograd's: "
+          f"{statistics.median(times['hope (autograd)']) / statistics.median(times['hope']):.2f}x faster")
 
 
 def main() -> None:
