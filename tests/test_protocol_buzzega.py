@@ -39,6 +39,15 @@ def test_preset_pins_the_authors_seq_fmnist_settings():
         protocol_overrides("buzzega2020", "split-mnist", "sgd")
 
 
+def test_the_report_says_no_published_number_is_beside_the_runs():
+    from nlbench.commands.report.published import load_published, no_published_number_lines
+
+    lines = no_published_number_lines(["buzzega2020", "der2020", "buzzega2020"])
+    assert len(lines) == 1 and "`buzzega2020`" in lines[0] and "could not be read" in lines[0]
+    published = load_published()
+    assert not ((published["suite"] == "split-fmnist") & (published["protocol"] == "buzzega2020")).any()  # no faked row
+
+
 def test_a_run_spec_under_the_preset():
     spec = resolve_spec("split-fmnist", "replay", device="cpu", protocol="buzzega2020", hparams={"mem_size": 500})
     assert (spec.scenario, spec.backbone, spec.epochs, spec.batch_size, spec.protocol) == ("class", "mlp-2x256", 1, 10, "buzzega2020")
