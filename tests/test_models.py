@@ -157,7 +157,7 @@ def test_backward_reaches_every_parameter(model: nn.Module, shape: tuple[int, ..
 
 
 def test_backbones_table() -> None:
-    assert set(BACKBONES) == {"mlp", "reduced-resnet18", "resnet18", "cnn", "transformer"}
+    assert set(BACKBONES) == {"mlp", "mlp-2x256", "reduced-resnet18", "resnet18", "cnn", "transformer"}
     assert all(isinstance(d, str) and d and "\n" not in d for d in BACKBONES.values())
 
 

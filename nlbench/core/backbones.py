@@ -40,6 +40,16 @@ def _mlp(input_shape: tuple[int, ...], n_classes: int, **kw: Any) -> Any:
     return m.MLP(m.MLPConfig(input_dim=math.prod(input_shape), n_classes=n_classes, **kw))
 
 
+# nlbench.data.streams standardises Fashion-MNIST with these; Mammoth feeds its MLP [0, 1] pixels.
+_FMNIST_MEAN_STD = (0.2860, 0.3530)
+
+
+def _mlp_2x256(input_shape: tuple[int, ...], n_classes: int, **kw: Any) -> Any:
+    # The size, the init and the raw-pixel input are the name: only dropout is left to choose.
+    mean, std = _FMNIST_MEAN_STD
+    return _mlp(input_shape, n_classes, hidden=(256, 256), init="xavier", input_mean=mean, input_std=std, **kw)
+
+
 def _resnet(nf: int) -> Callable[..., Any]:
     def build(input_shape: tuple[int, ...], n_classes: int, **kw: Any) -> Any:
         c, _, _ = _channels_and_size(input_shape)
@@ -62,6 +72,11 @@ _REGISTRY: dict[str, tuple[str, Callable[..., Any], str, frozenset[str]]] = {
     "mlp": (
         "MLP, 2x400 ReLU hidden layers by default (Hsu et al. 2018; GEM/DER use 2x100)",
         _mlp, "MLPConfig", frozenset({"input_dim", "n_classes"}),
+    ),
+    "mlp-2x256": (
+        "MLP 2x256 ReLU of Mammoth's seq-fmnist (MNISTMLP hidden_size=256, Buzzega et al. 2020): Xavier-uniform "
+        "init, fed raw [0, 1] pixels (it undoes nlbench's Fashion-MNIST standardisation; for the fmnist suites)",
+        _mlp_2x256, "MLPConfig", frozenset({"input_dim", "n_classes", "hidden", "init", "input_mean", "input_std"}),
     ),
     "reduced-resnet18": (
         "reduced ResNet-18 of GEM (Lopez-Paz & Ranzato 2017), nf=20, ~1.1M params",

@@ -73,6 +73,9 @@ class Protocol:
     buffer_sizes: tuple[int, ...]
     methods: tuple[MethodSettings, ...]
     notes: tuple[str, ...] = field(default=())
+    # Set when no published number of this protocol could be read: why. The report then says so
+    # beside the published comparison instead of leaving the runs unexplained.
+    no_published_number: str = ""
 
     @property
     def strategies(self) -> list[str]:
@@ -112,6 +115,7 @@ def _load_protocols() -> dict[str, Protocol]:
             scenarios=tuple(data["scenarios"]), backbone=data["backbone"], epochs=int(data["epochs"]),
             batch_size=int(data["batch_size"]), buffer_sizes=tuple(data["buffer_sizes"]),
             methods=_methods(name, data["methods"]), notes=tuple(data.get("notes", ())),
+            no_published_number=data.get("no_published_number", ""),
         )
     return protocols
 

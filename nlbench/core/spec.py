@@ -23,6 +23,10 @@ _NOT_HASHED = frozenset({"name"})
 # stored before they existed still names the same run.
 _HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False, "holdout": 0.0,
                   "suite_options": {}, "eval_every": 0, "probes": False}
+# Hyperparameters declared by an existing strategy after its first results were stored (replay's
+# mem_batch): kept out of the spec at their default, so stored run ids and the report's groups stay
+# as they were; a strategy reads them with hp.get(key, default).
+_HPARAMS_STORED_IF_SET = {"mem_batch": 0}
 
 
 def _freeze(value: Any) -> Any:
@@ -60,7 +64,8 @@ class RunSpec:
     schema: int = SPEC_SCHEMA
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hparams", tuple(sorted((k, _freeze(v)) for k, v in dict(self.hparams).items())))
+        hparams = {k: v for k, v in dict(self.hparams).items() if k not in _HPARAMS_STORED_IF_SET or v != _HPARAMS_STORED_IF_SET[k]}
+        object.__setattr__(self, "hparams", tuple(sorted((k, _freeze(v)) for k, v in hparams.items())))
         object.__setattr__(self, "suite_options", tuple(sorted((k, _freeze(v)) for k, v in dict(self.suite_options).items())))
 
     @property

@@ -23,6 +23,14 @@ class MLPConfig:
     hidden: tuple[int, ...] = (400, 400)
     n_classes: int = 10
     dropout: float = 0.0  # after every hidden ReLU; 0 disables
+    # "default": PyTorch's Linear init; "xavier": Xavier-uniform weights and zero biases, as
+    # Mammoth's MNISTMLP (Buzzega et al. 2020) initialises its layers.
+    init: str = "default"
+    # The standardisation the inputs arrive with (x = (pixel - mean) / std): the model undoes it,
+    # x * std + mean, before its first layer, so it sees raw [0, 1] pixels as Mammoth's models do.
+    # The defaults (0, 1) leave inputs as they are.
+    input_mean: float = 0.0
+    input_std: float = 1.0
 
     def __post_init__(self) -> None:
         # a list from a config file or CLI becomes a tuple, so the config stays hashable
@@ -31,6 +39,10 @@ class MLPConfig:
             raise ValueError(f"MLPConfig needs positive sizes, got {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"MLPConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not self.input_std > 0:
+            raise ValueError(f"MLPConfig.input_std must be positive, got {self.input_std}")
+        if self.init not in ("default", "xavier"):
+            raise ValueError(f"MLPConfig.init must be 'default' or 'xavier', got {self.init!r}")
 
 
 class MLP(nn.Module):
@@ -48,6 +60,11 @@ class MLP(nn.Module):
             width = h
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width, config.n_classes)
+        if config.init == "xavier":
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(start_dim=1)  # (B, *input_shape) -> (B, input_dim)
@@ -55,6 +72,8 @@ class MLP(nn.Module):
             raise ValueError(
                 f"MLP expects {self.config.input_dim} features per sample, got {x.shape[1]}"
             )
+        if self.config.input_std != 1.0 or self.config.input_mean != 0.0:
+            x = x * self.config.input_std + self.config.input_mean
         x = self.features(x)  # (B, hidden[-1])
         return self.classifier(x)  # (B, n_classes)
 

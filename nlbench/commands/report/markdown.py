@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nlbench.commands.report.published import no_published_number_lines
 from nlbench.commands.report.labels import LABELS, METRICS, MISSING, is_missing, mean_ci, pct, scenario_title, seeds_phrase
 from nlbench.commands.report.stats import CONFIDENCE, t_critical
 
@@ -104,6 +105,7 @@ def render_markdown(ctx: dict[str, Any]) -> str:
                  "Metrics: ACC is GEM's final average accuracy (the sources' final_avg_acc); forgetting is assumed to be "
                  "Chaudhry et al.'s; the mapping of every published row is in baselines/published.csv (mapping_note).")
     lines += ["", _comparison_md(ctx["comparison"]), ""]
+    lines += [f"{line}\n" for line in no_published_number_lines(p for p in ctx["runs"]["protocol"] if not is_missing(p))]
     if ctx["sweeps"]:
         lines += ["## Sweeps", ""]
         for grid in ctx["sweeps"]:

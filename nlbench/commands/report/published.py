@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from nlbench.core.protocols import (
     METHOD_IDENTITY,
+    PROTOCOLS,
     PUBLISHED_METHODS,
     _n_experiences,
     _present,
@@ -164,6 +165,21 @@ def protocol_matches(spec_row: Any, published_row: Mapping[str, Any]) -> tuple[b
         f"backbone {ours_backbone}, {theirs_epochs} epochs, buffer {theirs_buffer}, {n_tasks} tasks and "
         f"preset {preset_name} match{verified_note}"
     )
+
+
+def no_published_number_lines(protocols: Any) -> list[str]:
+    """For each preset among `protocols` (names) that has no readable published number, one plain sentence
+    saying which protocol the runs followed and why nothing is beside them."""
+    lines = []
+    for name in sorted({str(p) for p in protocols}):
+        protocol = PROTOCOLS.get(name)
+        if protocol is not None and protocol.no_published_number:
+            lines.append(
+                f"Runs under preset `{name}` ({protocol.title}; {protocol.citation}) follow that paper's protocol, "
+                f"but no published number is beside them: {protocol.no_published_number}. They are not a "
+                "reproduction of a published value; the preset's differences from the authors' runs are in the Notes."
+            )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------
