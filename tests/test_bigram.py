@@ -248,7 +248,7 @@ def test_real_run_on_split_fmnist(tmp_path):
 # In-context regime variants (nl-math.md 5.2 option) and token cross-entropy
 
 
-def _regime_suite(regime, **more):
+def _regime_suite(regime="blocked", **more):
     from nlbench.data.suites import configure_suite
 
     return configure_suite("bigram-shift", {"regime": regime, **more})
@@ -298,15 +298,19 @@ def test_token_cross_entropy_is_recorded_beside_accuracy(small):
     assert np.array(result["cross_entropy_matrix"]).shape == (2, 2) and len(result["initial_cross_entropy"]) == 2
 
 
-@pytest.mark.slow  # 12 runs x 1280 steps of the tiny Transformer (~10 CPU-minutes)
+@pytest.mark.slow  # 12 runs x 256 steps of the tiny Transformer (~6 CPU-minutes, HOPE most of it)
 def test_the_in_context_variant_separates_methods():
-    """Over 3 seeds, at least two of adam, clocked-adam, cms and hope end with different mean matrices."""
-    bm = build_bigram_benchmark(_regime_suite("mixture"), "domain")
+    """Over 3 seeds, at least two of adam, clocked-adam, cms and hope end with different mean matrices,
+    on the in-context variant at its defaults (90/10 -> 10/90 mixture) with 128 steps per experience
+    (2x the slowest clock period; the default 640 costs 5x more). The blocked protocol, nl-math.md
+    5.2's default, gives all four the same matrix: the fast path alone solves it."""
+    options = {"regime": "mixture", "steps": 128}
+    bm = build_bigram_benchmark(_regime_suite(**options), "domain")
     means = {}
     for strategy in ("adam", "clocked-adam", "cms", "hope"):
         matrices = []
         for seed in (0, 1, 2):
-            spec = resolve_spec("bigram-shift", strategy, device="cpu", seed=seed, suite_options={"regime": "mixture"})
+            spec = resolve_spec("bigram-shift", strategy, device="cpu", seed=seed, suite_options=options)
             result = run_one(spec, benchmark=bm)
             assert result["status"] == "completed", result["error"]
             matrices.append(result["accuracy_matrix"])
