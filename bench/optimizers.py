@@ -84,18 +84,22 @@ def measure(workload: str, device: torch.device, repeats: int, warmup: int) -> d
             step(net, optimizer)
     times: dict[str, list[float]] = {name: [] for name in setups}
     order = list(setups)
+    # One CPU thread: the thread's CPU time, so a step preempted by another process on a shared machine
+    # is not charged the wait; with more threads (their work is not this thread's) or a GPU: wall time.
+    clock = time.thread_time if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
     for _ in range(repeats):
         order.reverse()  # who goes first alternates, so load changes hit every optimizer alike
         for name in order:
             net, optimizer = setups[name]
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             step(net, optimizer)
             sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
 
     base, sgd = statistics.median(times["adam"]), statistics.median(times["sgd"])
-    print(f"\n{workload}: batch {len(x)}, {device}, {repeats} interleaved repeats after {warmup} warm-up steps")
+    kind = "thread CPU time" if clock is time.thread_time else "wall time"
+    print(f"\n{workload}: batch {len(x)}, {device}, {repeats} interleaved repeats after {warmup} warm-up steps ({kind})")
     print(f"  {'optimizer':<23}{'median ms':>11}{'min ms':>9}{'x Adam (median)':>17}{'x SGD (median)':>16}")
     ratios = {}
     for name, values in times.items():
