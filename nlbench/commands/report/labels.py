@@ -22,7 +22,11 @@ LABELS = {
     "learning_acc": "Learning acc",
     "fwt": "FWT",
 }
-SPEC_KEYS = ("suite", "scenario", "head", "backbone", "strategy", "epochs", "batch_size", "protocol", "suite_options")
+# eval_every and probes change what a run measures, not what it trains: runs with them still form their own
+# configurations, so that a measurement run at the defaults is not read as a point of an lr sweep beside
+# the tuned runs of the same setting.
+SPEC_KEYS = ("suite", "scenario", "head", "backbone", "strategy", "epochs", "batch_size", "protocol", "suite_options",
+             "eval_every", "probes")
 MISSING = "-"
 
 
