@@ -1,4 +1,4 @@
-"""The controls: `cms-sync`, `cms-frozen`, `clocked-adam-sync` (the clocked network without its clock)
+"""The controls: `cms-sync`, `cms-frozen`, `clocked-adam-sync`, `hope-sync`, `hope-frozen` (the clocked network without its clock)
 and the two-timescale optimizers `lookahead` and `ademamix` (pytorch-optimizer), as optimizers and
 through `run` (with replay) and `sweep`; `tune` runs `cms-sync+replay` in tests/test_tune.py."""
 
@@ -16,7 +16,7 @@ from nlbench.core.spec import resolve_spec
 from nlbench.strategies.cms.clocks import ClockedOptimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CONTROLS = ("cms-sync", "cms-frozen", "clocked-adam-sync", "lookahead", "ademamix")
+CONTROLS = ("cms-sync", "cms-frozen", "clocked-adam-sync", "hope-sync", "hope-frozen", "lookahead", "ademamix")
 
 
 def test_controls_are_registered_as_controls_without_loading_torch():
@@ -125,3 +125,36 @@ def test_controls_run_through_a_sweep(tmp_path):
     frame = load_results(tmp_path)
     assert sorted(frame["strategy"]) == sorted(["cms-sync", "cms-frozen+replay", "lookahead", "ademamix"])
     assert set(frame["status"]) == {"completed"}
+
+
+def test_hope_controls_keep_the_hope_network_and_change_only_the_clock():
+    """hope-sync: every CMS level of the same HOPE network steps every step at lr / period; hope-frozen:
+    the slow levels never move while the fastest (memories included) trains."""
+    from nlbench.data.bigram import build_bigram_benchmark
+    from nlbench.data.suites import get_suite
+
+    bm = build_bigram_benchmark(get_suite("bigram-shift"), "domain", n_train=64, n_test=8)
+    clocked, _ = build_strategy(resolve_spec("bigram-shift", "hope", device="cpu", hparams={"lr": 0.004}), bm,
+                                torch.device("cpu"))
+    sync, _ = build_strategy(resolve_spec("bigram-shift", "hope-sync", device="cpu", hparams={"lr": 0.004}), bm,
+                             torch.device("cpu"))
+    assert type(sync.model) is type(clocked.model)
+    assert [p.shape for p in sync.model.parameters()] == [p.shape for p in clocked.model.parameters()]
+    periods = clocked.optimizer.periods
+    assert periods == [1, 8, 64] and sync.optimizer.periods == [1, 1, 1]
+    for index, base in enumerate(sync.optimizer.bases):
+        level = sync.optimizer.param_groups[index]["level"]
+        assert base.param_groups[0]["lr"] == pytest.approx(0.004 / periods[level])
+
+    frozen, _ = build_strategy(resolve_spec("bigram-shift", "hope-frozen", device="cpu", hparams={}),
+                               bm, torch.device("cpu"))
+    assert frozen.optimizer.periods == [1]
+    fast = {id(p) for p in frozen.optimizer.param_groups[0]["params"]}
+    slow = [p for p in frozen.model.parameters() if id(p) not in fast]
+    assert slow and all(not p.requires_grad for p in slow)
+    before_slow = [p.detach().clone() for p in slow]
+    before_fast = [p.detach().clone() for p in frozen.model.parameters() if id(p) in fast]
+    frozen.train(bm.train_stream[0])
+    assert all(torch.equal(a, p) for a, p in zip(before_slow, slow))
+    moved = [not torch.equal(a, p) for a, p in zip(before_fast, (p for p in frozen.model.parameters() if id(p) in fast))]
+    assert sum(moved) > len(moved) // 2

@@ -11,6 +11,8 @@ control keeps everything but one of those:
   (`lr_scale=period`). For a scale-invariant base optimizer (Adam, the default) one update of a C-step
   window moves about as far as one plain step, so lr / C_l matches the clocked level's mean step. With
   `lr_scale=none` every level steps at the base lr (the architecture with every period 1).
+- `hope-sync`, `hope-frozen`: the same for `hope` (its self-modifying memories are untouched; the
+  controls act on the levels the clocked optimizer steps).
 - `cms-frozen`: the same network with every level slower than the fastest frozen at its
   initialisation (period infinity): what the slow levels contribute by learning at all.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 from nlbench.core.registry import HParam, Parts, register_strategy
 
 from ..cms.hparams import CLOCK_HPARAMS
+from ..hope import HOPE_HPARAMS
 
 LR_SCALE = HParam("lr_scale", "period", "str", "level l's learning rate: lr / C_l (period) or lr (none)",
                   choices=("period", "none"))
@@ -33,9 +36,9 @@ LR_SCALE = HParam("lr_scale", "period", "str", "level l's learning rate: lr / C_
 
 def _controlled(name: str):
     """The builder of the method a control keeps the network of (imported lazily: it registers it)."""
-    from .. import cms
+    from .. import cms, hope
 
-    return {"cms": cms.build_cms, "clocked-adam": cms.build_clocked}[name]
+    return {"cms": cms.build_cms, "clocked-adam": cms.build_clocked, "hope": hope.build_hope}[name]
 
 
 def _sync(base: str):
@@ -75,3 +78,15 @@ register_strategy(
     description="control for clocked-adam: the suite's backbone, every layer stepped every step with lr / its period",
     hparams=(*CLOCK_HPARAMS, LR_SCALE), family="control", wraps_optimizer=True,
 )(_sync("clocked-adam"))
+
+register_strategy(
+    "hope-sync",
+    description="control for hope: the same HOPE network, every CMS level stepped every step with lr / period (no clock)",
+    hparams=(*HOPE_HPARAMS, LR_SCALE), family="control", wraps_optimizer=True,
+)(_sync("hope"))
+
+register_strategy(
+    "hope-frozen",
+    description="control for hope: the same HOPE network with the slow CMS levels frozen at initialisation",
+    hparams=HOPE_HPARAMS, family="control", wraps_optimizer=True,
+)(_frozen("hope"))

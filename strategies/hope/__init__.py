@@ -24,26 +24,30 @@ from nlbench.core.registry import HParam, Parts, register_strategy
 from ..cms.hparams import CLOCK_HPARAMS
 
 
+# The hyperparameters of `hope`, shared with its controls (`hope-sync`, `hope-frozen`)
+HOPE_HPARAMS = (
+    *CLOCK_HPARAMS,
+    HParam("chunk", 0, "int", "inner-loop chunk in tokens (0: 8 for sequences and 32x32 images, else 4)",
+           low=0, high=4096),
+    HParam("eta_max", 0.1, "float", "largest inner write rate eta", low=0.0, high=1.0),
+    HParam("hope_dim", 0, "int", "model width d (0: the suite's default)", low=0, high=4096),
+    HParam("hope_layers", 0, "int", "Hope blocks (0: the suite's default)", low=0, high=64),
+    HParam("memory", "mlp", "str", "memory form: 2-layer residual MLP (Eq 89) or linear", choices=("mlp", "linear")),
+    HParam("read", "token", "str", "o_t = M_{t-1}(q_t) per token (Eq 83) or from the chunk-start state",
+           choices=("token", "chunk")),
+    HParam("gates", "memory", "str", "eta/alpha from self-modified memories (Eq 83) or outer-learned linear gates",
+           choices=("memory", "linear")),
+    HParam("adaptive_q", False, "bool", "q from a self-modified memory (Eq 79) instead of the fixed W_q"),
+    HParam("inner_momentum", 0.0, "float", "Titans momentum on the memory writes (0: none)", low=0.0, high=0.99),
+    HParam("rank1_dgd", False, "bool", "Eq 88 literal: factor (alpha I - eta k k^T) on the MLP's first layer"),
+)
+
+
 @register_strategy(
     "hope",
     description=("HOPE: self-modifying memories (2-layer residual MLPs, per-token reads, self-generated eta/alpha) "
                  "+ CMS levels on clocks (HopeLM / HopeViT backbone)"),
-    hparams=(
-        *CLOCK_HPARAMS,
-        HParam("chunk", 0, "int", "inner-loop chunk in tokens (0: 8 for sequences and 32x32 images, else 4)",
-               low=0, high=4096),
-        HParam("eta_max", 0.1, "float", "largest inner write rate eta", low=0.0, high=1.0),
-        HParam("hope_dim", 0, "int", "model width d (0: the suite's default)", low=0, high=4096),
-        HParam("hope_layers", 0, "int", "Hope blocks (0: the suite's default)", low=0, high=64),
-        HParam("memory", "mlp", "str", "memory form: 2-layer residual MLP (Eq 89) or linear", choices=("mlp", "linear")),
-        HParam("read", "token", "str", "o_t = M_{t-1}(q_t) per token (Eq 83) or from the chunk-start state",
-               choices=("token", "chunk")),
-        HParam("gates", "memory", "str", "eta/alpha from self-modified memories (Eq 83) or outer-learned linear gates",
-               choices=("memory", "linear")),
-        HParam("adaptive_q", False, "bool", "q from a self-modified memory (Eq 79) instead of the fixed W_q"),
-        HParam("inner_momentum", 0.0, "float", "Titans momentum on the memory writes (0: none)", low=0.0, high=0.99),
-        HParam("rank1_dgd", False, "bool", "Eq 88 literal: factor (alpha I - eta k k^T) on the MLP's first layer"),
-    ),
+    hparams=HOPE_HPARAMS,
     family="nested-learning",
     wraps_optimizer=True,
 )
