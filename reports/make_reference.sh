@@ -11,6 +11,10 @@
 #   steps per experience (2x the slowest clock period, where the suite's default is 640 = 10x: a 2-core
 #   machine budget), the clocked methods, their controls, Adam and Replay;
 #   split-fmnist class-incremental (every method without a buffer ends near 20% here: the ties are the finding).
+# Then, untuned (defaults), the measurements inside training: continual evaluation (--eval-every: the
+# stability gap) and clock-level probes (--probes) on permuted-fmnist, the A -> B -> A re-exposure
+# variant of bigram-shift (relearning speed), and the Buzzega et al. 2020 Split-FMNIST protocol
+# (--protocol buzzega2020; its published table could not be read, the report says so).
 # Finished runs (trials included) are reused, so an interrupted build resumes with the same command.
 # Sizes: BUDGET=8 SEEDS=1-5 (the minimum for the Verdicts); JOBS runs at once on a local Ray cluster (its
 # workers import torch once, where the local executor pays a fresh interpreter per run). Override any:
@@ -24,7 +28,7 @@ jobs=${JOBS:-2}
 executor=${EXECUTOR:-ray}
 export OMP_NUM_THREADS=1  # two single-threaded jobs use 2 cores better than one two-threaded job
 
-nl="cms,clocked-adam,nested-adam,deep-l2gd,nl-memory,dmgd"
+nl="cms,clocked-adam,nested-adam,deep-l2gd,nl-memory,dmgd"  # hope and m3 where they are affordable, below
 controls="cms-sync,cms-frozen,clocked-adam-sync,lookahead,ademamix"
 baselines="adam,sgd,ewc,si,lwf,replay,der"
 composed="cms+replay,cms-sync+replay"
@@ -40,6 +44,16 @@ tune split-fmnist --scenario task --head multi --strategy "$nl,m3,$controls,${ba
 tune permuted-fmnist --suite-option n_tasks=5 --suite-option train_per_task=3000 --strategy "$nl,$controls,$baselines"
 # the optimizer-only NL methods (nested-adam, deep-l2gd, nl-memory, dmgd, m3) are left out here for time
 tune bigram-shift --suite-option regime=mixture --suite-option steps=128 \
-    --strategy "clocked-adam,cms,hope,clocked-adam-sync,cms-sync,cms-frozen,lookahead,ademamix,adam,replay"
+    --strategy "clocked-adam,cms,hope,clocked-adam-sync,cms-sync,cms-frozen,hope-sync,hope-frozen,lookahead,ademamix,adam,replay"
 tune split-fmnist --strategy "$nl,$controls,$baselines,$composed"
+
+sweep() {  # sweep NAME [more nlbench sweep options...]
+    nlbench sweep --out "$out" --name "$1" --jobs "$jobs" --device cpu "${@:2}"
+}
+sweep permuted-fmnist-continual --suite permuted-fmnist --suite-option n_tasks=5 --suite-option train_per_task=3000 \
+    --strategy adam,clocked-adam,cms,replay --seeds 1-3 --eval-every 25 --probes
+sweep bigram-reexposure --suite bigram-shift --suite-option regime=reexposure --suite-option steps=128 \
+    --strategy adam,clocked-adam,cms,hope --seeds 1-3 --eval-every 16 --probes
+sweep buzzega2020 --suite split-fmnist --protocol buzzega2020 --strategy sgd,replay,agem \
+    --grid mem_size=200,500 --grid patterns_per_exp=40,100 --seeds 0-2
 nlbench report "$out" --out reports/reference

@@ -369,3 +369,23 @@ def test_report_package_import_is_light():
             "'scipy', 'matplotlib', 'seaborn', 'torch'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_tuning_trials_are_dropped_without_shifting_other_runs_columns(tmp_path, digits, one_thread):
+    """Trials (holdout > 0) are left out of the report; the per-run columns read from result.json (time,
+    error, device) must stay with their own runs. They once shifted by the number of trials read before
+    a run, so test runs showed a trial's training time (HOPE at 0.36 s per experience instead of 9 s)."""
+    from nlbench.commands.report.load import load_runs
+
+    root = tmp_path / "results"
+    trial = dataclasses.replace(_spec("adam", 0), holdout=0.1, name="a-trials")  # read before the test run
+    trial_dir = write_run(root, trial, run_one(trial, benchmark=digits))
+    test = dataclasses.replace(_spec("adam", 1), name="b-tuned")
+    test_dir = write_run(root, test, run_one(test, benchmark=digits))
+    stored = json.loads((trial_dir / "result.json").read_text())
+    stored["experience_train_time_s"] = [100.0] * len(stored["experience_train_time_s"])
+    (trial_dir / "result.json").write_text(json.dumps(stored))
+    runs = load_runs(root)[0]
+    assert list(runs["run_id"]) == [test.run_id]
+    own = json.loads((test_dir / "result.json").read_text())["experience_train_time_s"]
+    assert runs["time_per_exp_s"].iloc[0] == pytest.approx(statistics.mean(own))

@@ -37,7 +37,9 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     records, skipped = read_runs(root)
     runs = results_frame(records)
     if "holdout" in runs.columns:  # tuning trials (`nlbench tune`): validation scores, never reported as results
-        runs = runs[~(runs["holdout"].fillna(0.0).astype(float) > 0)].reset_index(drop=True)
+        keep = ~(runs["holdout"].fillna(0.0).astype(float) > 0)
+        records = [record for record, kept in zip(records, keep) if kept]  # stays row-aligned with `runs`
+        runs = runs[keep].reset_index(drop=True)
     if runs.empty:
         detail = f" ({len(skipped)} corrupt run(s) skipped: {'; '.join(skipped)})" if skipped else ""
         extra = f"; {len(unfinished)} unfinished run(s) without a '{DONE}' marker" if unfinished else ""
