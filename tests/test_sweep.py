@@ -85,7 +85,7 @@ def test_tuple_valued_keys_are_separated_by_colons():
 @pytest.mark.parametrize(
     ("grid", "message"),
     [
-        (["nope=1,2"], "unknown grid key 'nope' for replay, sgd; valid: lr, mem_size, momentum"),
+        (["nope=1,2"], "unknown grid key 'nope' for replay, sgd; valid: lr, mem_batch, mem_size, momentum"),
         (["mem_size=100,abc"], "mem_size='abc' is not valid: expected an integer in [1, 1e+07]"),
         (["lr=0.1,99"], "lr=99.0 is not valid: expected a number in [0, 10]"),
         (["lr=0.1,,0.2"], "has an empty value"),
