@@ -83,7 +83,6 @@ def test_result_json_is_plain_json(tmp_path):
 
 def test_sigint_during_write_run_is_held_until_the_run_is_stored(tmp_path):
     """A real SIGINT sent while the files are being written does not leave a run without `done`."""
-    import os
     import signal
 
     import nlbench.core.store as store
@@ -95,7 +94,9 @@ def test_sigint_during_write_run_is_held_until_the_run_is_stored(tmp_path):
     def write_and_interrupt(path, text):
         calls.append(path.name)
         if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # delivered only once write_run lets go
+            # raise_signal delivers to this (the main) thread before it returns; os.kill may hand the
+            # signal to another thread of the process, which under load can run after write_run ended
+            signal.raise_signal(signal.SIGINT)  # delivered only once write_run lets go
         real_write(path, text)
 
     store.atomic_write_text = write_and_interrupt
