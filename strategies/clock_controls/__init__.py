@@ -41,52 +41,36 @@ def _controlled(name: str):
     return {"cms": cms.build_cms, "clocked-adam": cms.build_clocked, "hope": hope.build_hope}[name]
 
 
-def _sync(base: str):
+def _control(base: str, kind: str):
+    """The builder of control `kind` ("sync" or "frozen") of `base`: its network and plugins, its
+    optimizer wrapped without the clock (`wrappers.sync_wrapper` / `wrappers.frozen_wrapper`)."""
     def build(ctx, hp):
-        from .wrappers import sync_wrapper
+        from . import wrappers
 
         parts = _controlled(base)(ctx, hp)
-        return Parts(plugins=parts.plugins, optimizer_wrapper=sync_wrapper(hp), model_transform=parts.model_transform)
+        wrap = {"sync": wrappers.sync_wrapper, "frozen": wrappers.frozen_wrapper}[kind]
+        return Parts(plugins=parts.plugins, optimizer_wrapper=wrap(hp), model_transform=parts.model_transform)
 
     return build
 
 
-def _frozen(base: str):
-    def build(ctx, hp):
-        from .wrappers import frozen_wrapper
+# (controlled method, kind, the method's hyperparameters, description); the control is "<method>-<kind>",
+# the name the report's Verdicts pair it by. Sync controls also take LR_SCALE.
+CONTROLS = (
+    ("cms", "sync", CLOCK_HPARAMS,
+     "control for cms: the same CMS network, every level stepped every step with lr / period (no clock)"),
+    ("cms", "frozen", CLOCK_HPARAMS,
+     "control for cms: the same CMS network with the slow levels frozen at initialisation"),
+    ("clocked-adam", "sync", CLOCK_HPARAMS,
+     "control for clocked-adam: the suite's backbone, every layer stepped every step with lr / its period"),
+    ("hope", "sync", HOPE_HPARAMS,
+     "control for hope: the same HOPE network, every CMS level stepped every step with lr / period (no clock)"),
+    ("hope", "frozen", HOPE_HPARAMS,
+     "control for hope: the same HOPE network with the slow CMS levels frozen at initialisation"),
+)
 
-        parts = _controlled(base)(ctx, hp)
-        return Parts(plugins=parts.plugins, optimizer_wrapper=frozen_wrapper(hp), model_transform=parts.model_transform)
-
-    return build
-
-
-register_strategy(
-    "cms-sync",
-    description="control for cms: the same CMS network, every level stepped every step with lr / period (no clock)",
-    hparams=(*CLOCK_HPARAMS, LR_SCALE), family="control", wraps_optimizer=True,
-)(_sync("cms"))
-
-register_strategy(
-    "cms-frozen",
-    description="control for cms: the same CMS network with the slow levels frozen at initialisation",
-    hparams=CLOCK_HPARAMS, family="control", wraps_optimizer=True,
-)(_frozen("cms"))
-
-register_strategy(
-    "clocked-adam-sync",
-    description="control for clocked-adam: the suite's backbone, every layer stepped every step with lr / its period",
-    hparams=(*CLOCK_HPARAMS, LR_SCALE), family="control", wraps_optimizer=True,
-)(_sync("clocked-adam"))
-
-register_strategy(
-    "hope-sync",
-    description="control for hope: the same HOPE network, every CMS level stepped every step with lr / period (no clock)",
-    hparams=(*HOPE_HPARAMS, LR_SCALE), family="control", wraps_optimizer=True,
-)(_sync("hope"))
-
-register_strategy(
-    "hope-frozen",
-    description="control for hope: the same HOPE network with the slow CMS levels frozen at initialisation",
-    hparams=HOPE_HPARAMS, family="control", wraps_optimizer=True,
-)(_frozen("hope"))
+for _base, _kind, _hparams, _description in CONTROLS:
+    register_strategy(
+        f"{_base}-{_kind}", description=_description,
+        hparams=(*_hparams, LR_SCALE) if _kind == "sync" else _hparams, family="control", wraps_optimizer=True,
+    )(_control(_base, _kind))
