@@ -14,7 +14,11 @@ Prints:
 2. HOPE's forward+backward throughput next to a plain Transformer of the same width, depth and heads
    (tokens per second on a bigram-shift batch), with parameter counts; target: HOPE (chunk-parallel
    memory, chunk 8) at most 2x the Transformer's time. The same HOPE through the chunk loop of the
-   reference path is timed alongside. On CPU this section clocks the thread's CPU time.
+   reference path is timed alongside. On CPU this section clocks the thread's CPU time. Where the time
+   goes: each model's matrix-product work (FLOPs of mm/bmm/addmm/baddbmm per fwd+bwd, counted by
+   torch.utils.flop_counter) and the rate it runs at, HOPE's memories alone (fwd+bwd on their recorded
+   inputs), and a Transformer with HOPE's parameter count (FFN 6x instead of 4x) for "same size" read
+   as parameters rather than width/depth/heads.
 
 Timings alternate between the contenders (step by step for 1, round by round for 2) and report
 medians, so a machine whose load changes affects both alike.
@@ -29,6 +33,7 @@ import time
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from nlbench.data.bigram import SequenceCrossEntropy, make_synth_bigrams
 from nlbench.models import MLP, MLPConfig
@@ -105,11 +110,46 @@ def bench_clocks(name, make_model, batch, loss_fn, device, rounds, steps) -> dic
     return ratios
 
 
+def _product_flops(model: nn.Module, x: torch.Tensor, loss) -> tuple[int, int]:
+    """(all, memory): FLOPs of the matrix products of one fwd+bwd, and the share inside HOPE's memories."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss(model(x)).backward()
+    model.zero_grad(set_to_none=True)
+    memory = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith(".memory"))
+    return counter.get_total_flops(), memory
+
+
+def _memories_alone(model: nn.Module, x: torch.Tensor, device, clock, rounds: int, steps: int) -> float:
+    """Seconds per fwd+bwd of all of HOPE's memories on the inputs they saw in one forward of `x`."""
+    inputs = []
+    hooks = [b.memory.register_forward_pre_hook(lambda m, a: inputs.append((m, a[0].detach()))) for b in model.blocks]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    g = torch.Generator(device="cpu").manual_seed(1)
+    cases = [(m, z.requires_grad_(), torch.randn(z.shape, generator=g).to(device)) for m, z in inputs]
+
+    def run(n: int) -> float:
+        _sync(device)
+        start = clock()
+        for _ in range(n):
+            for m, z, gout in cases:
+                m(z).backward(gout)
+        _sync(device)
+        return (clock() - start) / n
+
+    run(2)
+    return statistics.median(run(steps) for _ in range(rounds))
+
+
 def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) -> None:
     """HOPE (chunk-parallel memory with the hand-written chunk-loop backward, what the model runs), the same
     weights with autograd's backward of the chunk-parallel form, and through the box-by-box chunk loop
     (`SelfModifyingMemory.forward_reference`, the pre-issue-19 implementation) against a plain
-    Transformer; on CPU the clock is this thread's CPU time, so other processes' load is not counted."""
+    Transformer of the same width/depth/heads and one of HOPE's parameter count; on CPU the clock is
+    this thread's CPU time, so other processes' load is not counted."""
     torch.manual_seed(0)
     x, y = make_synth_bigrams(n_train=batch_size, n_test=1).train[0]
     x, y = x.to(device), y.to(device)
@@ -119,8 +159,10 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
         block.memory.forward = block.memory.forward_reference
     for block in autograd.blocks:  # chunk-parallel form, autograd's backward instead of the hand-written one
         block.memory.hand_written_backward = False
+    size = dict(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
     models = {
-        "transformer": TinyTransformer(TransformerConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads)),
+        "transformer": TinyTransformer(TransformerConfig(**size)),
+        "transformer 6x": TinyTransformer(TransformerConfig(**size, ffn_mult=6)),  # about HOPE's parameter count
         "hope": hope,
         "hope (autograd)": autograd,
         "hope (loop)": loop,
@@ -148,8 +190,10 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
             times[key].append(run(model, steps))
     tokens = x.numel()
     base = statistics.median(times["transformer"])
+    flops = {}
     for key, model in models.items():
         t = statistics.median(times[key])
+        flops[key] = _product_flops(model, x, lambda out: loss_fn(out, y))
         n_params = sum(p.numel() for p in model.parameters())
         target = "  (target <= 2x)" if key == "hope" else ""
         print(f"    {key:<15} {n_params:>9,} params   fwd+bwd {1e3 * t:8.2f} ms/batch   {tokens / t:>10,.0f} tokens/s   "
@@ -157,6 +201,34 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
     print(f"    chunk-parallel form vs the chunk loop: {statistics.median(times['hope (loop)']) / statistics.median(times['hope']):.2f}x "
           f"faster, max |logit difference| {gap:.1e}; hand-written backward vs autograd's: "
           f"{statistics.median(times['hope (autograd)']) / statistics.median(times['hope']):.2f}x faster")
+    t_hope = statistics.median(times["hope"])
+    print(f"    HOPE vs the Transformer of its parameter count (FFN 6x): "
+          f"{t_hope / statistics.median(times['transformer 6x']):.2f}x the time")
+    t_mem = _memories_alone(hope, x, device, clock, rounds, steps)
+    total, mem = flops["hope"]
+    print("    where the time goes (matrix products: FLOPs of mm/bmm/addmm/baddbmm per fwd+bwd, and their rate):")
+    for key in ("transformer", "transformer 6x"):
+        f, t = flops[key][0], statistics.median(times[key])
+        print(f"      {key:<29} {f / 1e6:7.0f} MFLOP in {1e3 * t:7.2f} ms   {f / t / 1e9:6.1f} GFLOP/s")
+    rest = t_hope - t_mem
+    print(f"      {'hope, its memories alone':<29} {mem / 1e6:7.0f} MFLOP in {1e3 * t_mem:7.2f} ms   "
+          f"{mem / t_mem / 1e9:6.1f} GFLOP/s   ({100 * t_mem / t_hope:.0f}% of HOPE's time)")
+    print(f"      {'hope, everything else':<29} {(total - mem) / 1e6:7.0f} MFLOP in {1e3 * rest:7.2f} ms   "
+          f"{(total - mem) / rest / 1e9:6.1f} GFLOP/s")
+    print(f"      2x the transformer leaves the memories {1e3 * (2 * base - rest):.1f} ms, "
+          f"{t_mem / max(2 * base - rest, 1e-9):.1f}x less than they take now")
+
+
+def bench_all_clocks(device, rounds, steps) -> None:
+    print("1. clocked step vs plain step, every period at 1")
+    x, y = make_synth_bigrams(n_train=64, n_test=1).train[0]
+    bench_clocks("bigram-shift Transformer (d=64, 2 layers), batch 64 x 32 tokens", lambda: TinyTransformer(TransformerConfig()),
+                 (x.to(device), y.to(device)), SequenceCrossEntropy(), device, rounds, steps)
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(128, 1, 28, 28, generator=g), torch.randint(10, (128,), generator=g)
+    bench_clocks("split-fmnist MLP (784-400-400-10), batch 128", lambda: MLP(MLPConfig(input_dim=784)),
+                 (images.to(device), labels.to(device)), nn.CrossEntropyLoss(), device, rounds, steps)
+
 
 
 def main() -> None:
@@ -165,6 +237,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20, help="steps per round")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--section", type=int, choices=(1, 2), default=None, help="run only section 1 or 2")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,17 +245,11 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{args.rounds} rounds x {args.steps} steps, medians")
 
-    print("1. clocked step vs plain step, every period at 1")
-    x, y = make_synth_bigrams(n_train=64, n_test=1).train[0]
-    bench_clocks("bigram-shift Transformer (d=64, 2 layers), batch 64 x 32 tokens", lambda: TinyTransformer(TransformerConfig()),
-                 (x.to(device), y.to(device)), SequenceCrossEntropy(), device, args.rounds, args.steps)
-    g = torch.Generator().manual_seed(0)
-    images, labels = torch.randn(128, 1, 28, 28, generator=g), torch.randint(10, (128,), generator=g)
-    bench_clocks("split-fmnist MLP (784-400-400-10), batch 128", lambda: MLP(MLPConfig(input_dim=784)),
-                 (images.to(device), labels.to(device)), nn.CrossEntropyLoss(), device, args.rounds, args.steps)
-
-    print("2. HOPE vs a plain Transformer of the same width/depth/heads (d=64, 2 layers, 4 heads), batch 64 x 32 tokens")
-    bench_hope(device, args.rounds, max(1, args.steps // 2), 64, 64, 2, 4)
+    if args.section != 2:
+        bench_all_clocks(device, args.rounds, args.steps)
+    if args.section != 1:
+        print("2. HOPE vs a plain Transformer of the same width/depth/heads (d=64, 2 layers, 4 heads), batch 64 x 32 tokens")
+        bench_hope(device, args.rounds, max(1, args.steps // 2), 64, 64, 2, 4)
 
 
 if __name__ == "__main__":
