@@ -101,6 +101,7 @@ def chunked_forward(memory, z: Tensor) -> Tensor:
         MP, MW = torch.zeros_like(P), (torch.zeros_like(W1) if mlp else None)
     bias = memory.gate_bias.t().repeat(b, 1).unsqueeze(1) if gmem else None  # (B*H, 1, 2)
     if supported(memory):  # the default options: one autograd node with a hand-written backward
+        W1 = inits[0].unsqueeze(1).expand(-1, b, -1, -1, -1).reshape(S * N, d, d)  # box-major there (see ChunkLoop)
         out = ChunkLoop.apply(rows(z), q_all, P, W1, bias, c, cfg.eta_max, S)
         return out.view(b, h, L, d).transpose(1, 2).reshape(b, L, D)
     lowers, outs = {}, []
