@@ -59,7 +59,7 @@ def _chunk(u: Tensor, q: Tensor, P: Tensor, W1: Tensor, bias: Tensor, eta_max: f
     sig0 = torch.sigmoid(z0)
     s0 = z0.mul_(sig0)
     m = torch.bmm(s0.view(2 * N, n, d), W1[N:3 * N].transpose(1, 2)).view(2, N, n, d).add_(u)
-    inv = (m * m).sum(-1, keepdim=True).clamp_min_(1e-24).rsqrt_()  # F.normalize: 1 / max(|m|, 1e-12)
+    inv = torch.linalg.vector_norm(m, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()  # F.normalize's 1 / max(|m|, eps)
     kv = m.mul_(inv)  # (2, N, n, d): keys then values
     k, v = kv[0], kv[1]
     sig_g = torch.sigmoid(H0[..., R:] + bias)  # (N, n, 2)
