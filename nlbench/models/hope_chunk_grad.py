@@ -14,9 +14,16 @@ no inner momentum, self-modification and differentiated writes on. Per chunk, fr
 Why: autograd over that loop records ~700 tiny nodes per layer; here the forward runs without a graph,
 keeps what the backward needs, and the backward walks the chunks in reverse with the chain rule
 written out. Products that share an operand are stacked into one (q against mem's first layer and the
-keys; x against mem's second layer and the s_t; the weight gradients of a box's two factors), the
-last chunk (no write follows) computes only the mem box's factors, and elementwise work runs on
-contiguous blocks. The targets sg(M(v)) are constants of the backward, as in the paper. Checked
+keys; x against mem's second layer and the s_t), the last chunk (no write follows) computes only the
+mem box's factors, and elementwise work runs on contiguous blocks.
+
+Cost model (CPU, B*H = 256 matrices of 8-16 x 16 x 16-50): every op streams its operands through L2/L3,
+so time goes with ops and bytes touched, not FLOPs. Hence: the second layers W1 and every per-box block
+are box-major (box, B*H, ...), so the boxes a product needs (k and v on u; mem and k in the backward)
+are one contiguous batch, with no gather copy; gradients accumulate in place (`baddbmm_` into slices of
+gW) instead of through concatenated operands; products under 400 multiply-adds per matrix (the gate
+rows: 2 x 8 x 16) are avoided, since ATen runs them in a naive batched loop ~10x slower than MKL.
+The targets sg(M(v)) are constants of the backward, as in the paper. Checked
 against the autograd form by float64 equality, and per chunk by `torch.autograd.gradcheck` with the
 targets held fixed (tests/test_hope_chunk_grad.py).
 """
