@@ -40,7 +40,7 @@ class _OneChunk(torch.autograd.Function):
         if last:
             return out
         d = u.shape[-1]
-        return out, torch.cat([newP[:, :2 * d], newP[:, 3 * d:]], 1), newW.unflatten(0, (-1, 3))[:, :2]
+        return out, torch.cat([newP[:, :2 * d], newP[:, 3 * d:]], 1), newW.unflatten(0, (3, -1))[:2]
 
     @staticmethod
     def backward(ctx, gout, gP=None, gW=None):
@@ -48,7 +48,7 @@ class _OneChunk(torch.autograd.Function):
             d = gout.shape[-1]
             full_P, full_W = gP.new_zeros(ctx.shapes[0]), gW.new_zeros(ctx.shapes[1])
             full_P[:, :2 * d], full_P[:, 3 * d:] = gP[:, :2 * d], gP[:, 2 * d:]
-            full_W.unflatten(0, (-1, 3))[:, :2] = gW
+            full_W.unflatten(0, (3, -1))[:2] = gW
             gP, gW = full_P, full_W
         return *_chunk_backward(ctx.sv, gout, gP, gW, ctx.eta_max, 3), None, None, None
 

@@ -20,7 +20,7 @@ and a single product updates all of them at the chunk end (they share the key k)
 W1 are a (B*H*S, d, d) batch. The targets sg(M(v)) are computed outside the autograd graph.
 
 At the default options (`hope_chunk_grad.supported`) the loop below is replaced by `ChunkLoop`, the same
-maths as one autograd node with a hand-written backward (~1.3x faster per HOPE training step on CPU);
+maths as one autograd node with a hand-written backward, which takes W1 box-major, (S*B*H, d, d);
 every other option set runs this autograd form.
 """
 
@@ -84,7 +84,8 @@ def chunked_forward(memory, z: Tensor) -> Tensor:
         return torch.bmm(F.silu(x).reshape(N * S, -1, d), W1.transpose(1, 2)).view(N, S, -1, d)
 
     split = [None] * L
-    us = rows(z).split(c, dim=1)
+    u_all = rows(z)
+    us = u_all.split(c, dim=1)
     q_all = None if cfg.adaptive_q else F.normalize(rows(memory.q(z)), dim=-1)
     qs = split if cfg.adaptive_q else q_all.split(c, dim=1)
     etas = las = split
@@ -95,13 +96,19 @@ def chunked_forward(memory, z: Tensor) -> Tensor:
     inits = memory.initial_weights()  # (S, H, d, d) each
     P = [inits[-1].transpose(0, 1).reshape(h, R, d)] + ([memory.init_gates.transpose(0, 1).reshape(h, 2, d)] if gmem else [])
     P = torch.cat(P, dim=1).expand(b, -1, -1, -1).reshape(N, -1, d)
-    W1 = inits[0].transpose(0, 1).expand(b, -1, -1, -1, -1).reshape(N * S, d, d) if mlp else None
+    fast = supported(memory)
+    if not mlp:
+        W1 = None
+    elif fast:  # box-major (S*N, d, d), the layout ChunkLoop runs in
+        W1 = inits[0].unsqueeze(1).expand(-1, b, -1, -1, -1).reshape(S * N, d, d)
+    else:
+        W1 = inits[0].transpose(0, 1).expand(b, -1, -1, -1, -1).reshape(N * S, d, d)
     MP = MW = None
     if mu > 0:
         MP, MW = torch.zeros_like(P), (torch.zeros_like(W1) if mlp else None)
     bias = memory.gate_bias.t().repeat(b, 1).unsqueeze(1) if gmem else None  # (B*H, 1, 2)
-    if supported(memory):  # the default options: one autograd node with a hand-written backward
-        out = ChunkLoop.apply(rows(z), q_all, P, W1, bias, c, cfg.eta_max, S)
+    if fast:  # the default options: one autograd node with a hand-written backward
+        out = ChunkLoop.apply(u_all, q_all, P, W1, bias, c, cfg.eta_max, S)
         return out.view(b, h, L, d).transpose(1, 2).reshape(b, L, D)
     lowers, outs = {}, []
     for i, (uc, q, eta, log_alpha) in enumerate(zip(us, qs, etas, las)):
