@@ -144,7 +144,7 @@ def _memories_alone(model: nn.Module, x: torch.Tensor, device, clock, rounds: in
     return statistics.median(run(steps) for _ in range(rounds))
 
 
-def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) -> None:
+def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) -> dict[str, float]:
     """HOPE (chunk-parallel memory with the hand-written chunk-loop backward, what the model runs), the same
     weights with autograd's backward of the chunk-parallel form, and through the box-by-box chunk loop
     (`SelfModifyingMemory.forward_reference`, the pre-issue-19 implementation) against a plain
@@ -217,17 +217,22 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
           f"{(total - mem) / rest / 1e9:6.1f} GFLOP/s")
     print(f"      2x the transformer leaves the memories {1e3 * (2 * base - rest):.1f} ms, "
           f"{t_mem / max(2 * base - rest, 1e-9):.1f}x less than they take now")
+    return {"hope": t_hope / base, "hope_vs_param_matched": t_hope / statistics.median(times["transformer 6x"]),
+            "memory_share": t_mem / t_hope}
 
 
-def bench_all_clocks(device, rounds, steps) -> None:
+def bench_all_clocks(device, rounds, steps) -> dict[str, dict[str, float]]:
+    """Section 1 on both models; {"transformer" | "mlp": {"whole", "optimizer"}} ratios."""
     print("1. clocked step vs plain step, every period at 1")
     x, y = make_synth_bigrams(n_train=64, n_test=1).train[0]
-    bench_clocks("bigram-shift Transformer (d=64, 2 layers), batch 64 x 32 tokens", lambda: TinyTransformer(TransformerConfig()),
-                 (x.to(device), y.to(device)), SequenceCrossEntropy(), device, rounds, steps)
+    ratios = {"transformer": bench_clocks(
+        "bigram-shift Transformer (d=64, 2 layers), batch 64 x 32 tokens", lambda: TinyTransformer(TransformerConfig()),
+        (x.to(device), y.to(device)), SequenceCrossEntropy(), device, rounds, steps)}
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randn(128, 1, 28, 28, generator=g), torch.randint(10, (128,), generator=g)
-    bench_clocks("split-fmnist MLP (784-400-400-10), batch 128", lambda: MLP(MLPConfig(input_dim=784)),
-                 (images.to(device), labels.to(device)), nn.CrossEntropyLoss(), device, rounds, steps)
+    ratios["mlp"] = bench_clocks("split-fmnist MLP (784-400-400-10), batch 128", lambda: MLP(MLPConfig(input_dim=784)),
+                                 (images.to(device), labels.to(device)), nn.CrossEntropyLoss(), device, rounds, steps)
+    return ratios
 
 
 

@@ -11,7 +11,10 @@ Steps, in order of priority (a step that no longer fits the budget is recorded a
    Avalanche's stock Naive, interleaved) on cuda. Target: nlbench <= 1.10x the hand-written loop.
 3. NL optimizer steps: bench/optimizers.py's `measure` on cuda: every NL optimizer's training step
    as a ratio to Adam (and the fused DeepL2GD+SGD to SGD).
-4. DER protocol: bench/gpu_protocol.py, one full split-cifar10 DER run at the protocol's 50 epochs
+4. clocks and HOPE: bench/clocks.py on cuda: the clocked step with every period at 1 against the plain
+   step (target <= 1.05x, whole step) on the bigram Transformer and the split-fmnist MLP, and HOPE's
+   fwd+bwd against a Transformer of the same width/depth/heads (target <= 2x).
+5. DER protocol: bench/gpu_protocol.py, one full split-cifar10 DER run at the protocol's 50 epochs
    (target <= 180 s of process wall time), then 4 runs packed on the GPU (target >= 3x the throughput
    of one), then short runs with bf16 autocast and with --compile, whose training time per epoch is
    compared with the eager run's (on/off).
@@ -154,6 +157,30 @@ def nl_optimizers(check: Check) -> None:
                   f"deep-l2gd (sgd-fused) / sgd = {fused:.3f}x (target <= 1.05x)" if fused else "")
 
 
+def clocks_and_hope(check: Check) -> None:
+    import clocks
+
+    device = torch.device(check.device)
+    rounds, steps = (1, 2) if check.smoke else (5, 20)
+    text = io.StringIO()
+    tick = time.perf_counter()
+    with contextlib.redirect_stdout(text):
+        ratios = clocks.bench_all_clocks(device, rounds, steps)
+    print(text.getvalue(), flush=True)
+    seconds = time.perf_counter() - tick
+    for name, r in ratios.items():
+        check.row(f"clocked step, {name}", "ok", f"{r['whole']:.3f}x", "<= 1.05x", r["whole"] <= 1.05, None,
+                  f"optimizer step alone {r['optimizer']:.3f}x; both models timed in {seconds:.0f} s")
+    tick = time.perf_counter()
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        hope = clocks.bench_hope(device, rounds, max(1, steps // 2), 8 if check.smoke else 64, 64, 2, 4)
+    print(text.getvalue(), flush=True)
+    check.row("HOPE vs Transformer", "ok", f"{hope['hope']:.2f}x", "<= 2x", hope["hope"] <= 2.0, time.perf_counter() - tick,
+              f"vs a Transformer of HOPE's parameter count {hope['hope_vs_param_matched']:.2f}x; "
+              f"memories {100 * hope['memory_share']:.0f}% of HOPE's time")
+
+
 def _protocol(check: Check, argv: list[str]) -> tuple[int, list[list[str]], str]:
     """Run bench/gpu_protocol.py with argv; returns (exit code, summary rows as cells, its output)."""
     cmd = [sys.executable, str(BENCH / "gpu_protocol.py"), "--device", check.device, *argv]
@@ -276,6 +303,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         check.step("harness overhead", 40 if not args.smoke else 0, lambda: harness_overhead(check))
         check.step("NL optimizer steps", 20 if not args.smoke else 0, lambda: nl_optimizers(check))
         check.step("DER protocol", 120 if not args.smoke else 0, lambda: der_protocol(check))
+        check.step("clocks and HOPE", 30 if not args.smoke else 0, lambda: clocks_and_hope(check))
     total = time.perf_counter() - check.started
     failed = any(r["status"] == "failed" for r in check.rows)
     cut = any(r["status"] in ("skipped", "incomplete", "timeout") for r in check.rows if "smoke" not in r["detail"])

@@ -23,6 +23,7 @@ def test_smoke_mode_runs_every_step_and_writes_the_table_as_json(tmp_path):
     assert set(checks) == {
         "gpu tests (pytest -m gpu)", "CUDA OOM recorded as failed", "harness overhead, mlp", "NL optimizer steps, mlp",
         "DER split-cifar10 full run (eager)", "DER 2 runs packed", "bf16 on (eager off)", "compile on (eager off)",
+        "clocked step, transformer", "clocked step, mlp", "HOPE vs Transformer",
     }, report["rows"]
     ran = [name for name, r in checks.items() if r["status"] != "skipped"]
     assert all(checks[name]["status"] == "ok" for name in ran), report["rows"]
@@ -30,6 +31,8 @@ def test_smoke_mode_runs_every_step_and_writes_the_table_as_json(tmp_path):
     assert checks["harness overhead, mlp"]["value"].endswith("x") and "Avalanche Naive" in checks["harness overhead, mlp"]["detail"]
     assert "deep-l2gd (sgd-fused) / sgd" in checks["NL optimizer steps, mlp"]["detail"]
     assert "throughput" in checks["DER 2 runs packed"]["value"]
+    assert "optimizer step alone" in checks["clocked step, mlp"]["detail"]
+    assert checks["HOPE vs Transformer"]["value"].endswith("x") and "parameter count" in checks["HOPE vs Transformer"]["detail"]
     assert "== gpu_check summary" in done.stdout
 
 
