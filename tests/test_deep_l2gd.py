@@ -863,7 +863,7 @@ def _loss(net, x, y):
 @given(seed=st.integers(0, 10_000), d_in=st.integers(2, 24), hidden=st.integers(2, 20), batch=st.integers(1, 40),
        alpha=st.sampled_from([1e-4, 1e-2, 0.3, 2.0]), lr=st.sampled_from([0.0, 1e-3, 0.1]),
        gram_norm=st.sampled_from(["none", "trace"]),
-       pattern=st.sampled_from(["one", "two-forwards", "accumulate", "lr-change", "forward-only"]))
+       pattern=st.sampled_from(["one", "two-forwards", "accumulate", "lr-change", "forward-only", "retain"]))
 def test_fused_sgd_step_equals_the_unfused_step(seed, d_in, hidden, batch, alpha, lr, gram_norm, pattern):
     """Property: for any shapes, strengths (guard binding or not), learning rates (0 included) and any
     pattern of forwards and backwards between steps, fused and unfused trajectories agree to float64
@@ -885,6 +885,10 @@ def test_fused_sgd_step_equals_the_unfused_step(seed, d_in, hidden, batch, alpha
             elif pattern == "lr-change":  # a scheduler moves lr between backward and step
                 _loss(net, x1, y1).backward()
                 opt.param_groups[0]["lr"] = lr * 0.5
+            elif pattern == "retain":  # two backwards through one retained graph (the saved Z is reused once)
+                loss = _loss(net, x1, y1)
+                loss.backward(retain_graph=True)
+                loss.backward()
             else:  # a second training forward that never reaches a loss
                 _loss(net, x1, y1).backward()
                 net(x2)
@@ -897,6 +901,31 @@ def test_fused_sgd_step_equals_the_unfused_step(seed, d_in, hidden, batch, alpha
         assert fused.counters["fused_corrected"] == 0  # the plain loop never needs the extra product
     assert {k: v["alpha_eff"] for k, v in fused.last_projection.items()} == pytest.approx(
         {k: v["alpha_eff"] for k, v in unfused.last_projection.items()})
+
+
+def test_fused_step_on_sequence_inputs_and_under_create_graph_equals_the_unfused_step():
+    """A fused layer fed (B, T, d) inputs (a Transformer's Linear) and a backward with create_graph=True
+    (backward recorded: no in-place reuse of Z) give the unfused trajectory; the fused layer has no
+    forward hook (its forward records)."""
+    unfused_net, unfused, fused_net, fused = _fused_pair(3, 6, 5, alpha=0.3, lr=0.1)
+    assert not fused_net[0]._forward_hooks and unfused_net[0]._forward_hooks
+    g = gen(3)
+    for step in range(3):
+        x = torch.randn(4, 7, 6, generator=g, dtype=DT)
+        y = torch.randint(3, (4, 7), generator=g)
+        for net, opt in ((unfused_net, unfused), (fused_net, fused)):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(x).transpose(1, 2), y)
+            if step == 1:
+                grads = torch.autograd.grad(loss, list(net.parameters()), create_graph=True)
+                for p, gp in zip(net.parameters(), grads):
+                    p.grad = gp.detach()
+            else:
+                loss.backward()
+            opt.step()
+    for a, b in zip(unfused_net.parameters(), fused_net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a - b).abs().max()
+    assert fused.counters["fused"] + fused.counters["fused_corrected"] == 3 * 2
 
 
 def test_fused_layers_carry_the_regularised_gradient_copies_run_plain_and_close_restores():

@@ -14,12 +14,17 @@ extra product; the guard (lambda_max, only when alpha tr(G) > rho) runs on the w
 the unfused path (projection.py), with the same code.
 
 So the layer's `.grad` holds the gradient of that regularised loss, not of L alone. The step keeps a
-ledger of the chunks (X, Z, the k their backward used) and corrects at step time whatever a single
+ledger of the chunks (X, the k their backward used, ||X||^2 for the guard's trace) and corrects at step time whatever a single
 backward could not know: more forwards after a backward (gradient accumulation), a learning rate
 changed since, forwards without a backward, a clock window, so the result equals the unfused path to
 float rounding. Not exact when something rescales or rewrites gradients between backward and step
 (A-GEM's projection, gradient clipping, a clock wrapper with reduction="mean"): use base="sgd" there.
 Under autocast a fused layer records like an unfused one and is projected the unfused way.
+
+Cost (bench/optimizers.py, MLP 784-400-400-10, batch 128, one CPU thread): what the fused step adds to
+plain SGD is per-layer overhead, not products: the Python Function (one frame each way, ~1% of the
+step), the N x d_out passes Y = Z + b and Gbar + k Z (written into Z's buffer), one dot for ||X||^2
+and the ledger. Hence no forward hook on a fused layer and one cached coefficient per window.
 
 FusedMixin is one of the parts DeepL2GD (optimizer.py) is assembled from; it is active with
 ``fused=True`` (registration: ``base="sgd-fused"``).
@@ -44,27 +49,56 @@ _OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _DeltaLinear(torch.autograd.Function):
-    """y = x W^T + b whose weight gradient is (dL/dy + k (x W^T))^T x, k from the optimizer at backward."""
+    """y = x W^T + b whose weight gradient is (dL/dy + k (x W^T))^T x, k from the optimizer at backward.
+
+    It also opens the chunk's ledger entry (forward) and books the chunk's k (backward): this Function
+    is the whole per-call path of a fused layer, one Python frame each way (the step's budget is a few
+    percent of a Linear layer's time, so every frame and every N x d_out pass counts)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, opt: Any, module: nn.Module, entry: list) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, opt: Any) -> Tensor:
+        ctx.st = st = opt.state[weight]
+        xd = x.detach()  # the ledger must not hold the graph
+        xf = xd.reshape(-1)
+        # the chunk's X, the k its backward puts in .grad, and ||X||^2 for the guard's trace: taken here,
+        # while X is still in cache from the layer below, not cold in backward
+        entry = [xd, 0.0, torch.dot(xf, xf)]
+        chunks = st.get("fused_chunks")
+        if chunks is None:
+            st["fused_chunks"], st["fused_rows"] = [entry], x.shape[0]
+        else:
+            chunks.append(entry)
+            st["fused_rows"] += x.shape[0]
         z = x @ weight.T
-        ctx.save_for_backward(x, weight, z)
-        ctx.opt, ctx.module, ctx.entry, ctx.has_bias = opt, module, entry, bias is not None
+        ctx.save_for_backward(x, weight)
+        # z is a plain attribute, not a saved tensor, so that backward can write Gbar + k Z into its
+        # buffer (one pass, no new N x d_out tensor); a second backward (retained graph) recomputes it
+        ctx.z, ctx.opt, ctx.entry, ctx.has_bias = z, opt, entry, bias is not None
         # a new tensor: the caller may change the output in place (ReLU(inplace=True)); z stays intact
         return z + bias if bias is not None else z.clone()
 
     @staticmethod
     def backward(ctx, gy: Tensor):
-        x, weight, z = ctx.saved_tensors
-        gx = gy @ weight if ctx.needs_input_grad[0] else None
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        gx = gy @ weight if needs[0] else None
         gw = None
-        if ctx.needs_input_grad[1]:
-            k = ctx.opt._fused_k(ctx.module)
+        if needs[1]:
+            k = ctx.opt._fused_k(ctx.st, weight)
             ctx.entry[1] += k  # what this chunk's term in .grad carries (summed if backward runs twice)
-            gw = (gy if k == 0.0 else torch.add(gy, z, alpha=k)).T @ x
-        gb = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None, None
+            if k == 0.0:
+                gw = gy.T @ x
+            else:
+                z, ctx.z = ctx.z, None
+                if z is None:  # second backward through a retained graph; W is unchanged (saved above)
+                    z = x @ weight.T
+                if torch.is_grad_enabled():  # create_graph=True: backward is recorded, no in-place
+                    z = torch.add(gy, z, alpha=k)
+                else:
+                    torch.add(gy, z, alpha=k, out=z)
+                gw = z.T @ x
+        gb = gy.sum(0) if ctx.has_bias and needs[2] else None
+        return gx, gw, gb, None
 
 
 def forward(self: nn.Linear, input: Tensor) -> Tensor:
@@ -72,13 +106,19 @@ def forward(self: nn.Linear, input: Tensor) -> Tensor:
     that a pickled model unpickles with the class's plain forward."""
     ref = _OWNERS.get(self)
     opt = None if ref is None else ref()
+    w, b = self.weight, self.bias
     if opt is None or not (self.training and torch.is_grad_enabled()):
-        return F.linear(input, self.weight, self.bias)
+        return F.linear(input, w, b)
     if torch.is_autocast_enabled(input.device.type):
-        out = F.linear(input, self.weight, self.bias)
+        out = F.linear(input, w, b)
         opt._record(self, (input,), out)  # the unfused statistics; projected by _project_one
         return out
-    return opt._fused_forward(self, input)
+    if input.dim() == 2:
+        return _DeltaLinear.apply(input, w, b, opt) if input.shape[0] else F.linear(input, w, b)
+    x = input.reshape(-1, w.shape[1])
+    if x.shape[0] == 0:
+        return F.linear(input, w, b)
+    return _DeltaLinear.apply(x, w, b, opt).reshape(*input.shape[:-1], w.shape[0])
 
 
 class FusedMixin:
@@ -104,71 +144,52 @@ class FusedMixin:
             _OWNERS.pop(m, None)
             m.__dict__.pop("forward", None)
 
-    def _fused_forward(self, module: nn.Linear, input: Tensor) -> Tensor:
-        w = module.weight
-        x = input.reshape(-1, w.shape[1])
-        if x.shape[0] == 0:
-            return F.linear(input, w, module.bias)
-        st = self.state[w]
-        entry = [x.detach(), 0.0]  # the chunk's X, and the k its backward put in .grad
-        st.setdefault("fused_chunks", []).append(entry)
-        st["fused_rows"] = st.get("fused_rows", 0) + x.shape[0]
-        y = _DeltaLinear.apply(x, w, module.bias, self, module, entry)
-        return y.reshape(*input.shape[:-1], w.shape[0])
-
-    def _fused_coefficient(self, module: nn.Module) -> tuple[float, int, dict]:
-        """(c, N, info) for the layer's open window: c = a_eff * scale as the unfused path computes it,
-        from the window's inputs; cached until the window grows."""
-        w = module.weight
-        st = self.state[w]
+    def _fused_coefficient(self, st: dict, w: Tensor) -> tuple[float, int, tuple]:
+        """(c, N, (a_eff, lambda_max, scale, trace)) for the layer's open window: c = a_eff * scale as
+        the unfused path computes it, from the window's inputs; cached until the window grows (the
+        first backward of a plain step computes it, the step reuses it)."""
         n = st["fused_rows"]
         cached = st.get("fused_c")
         if cached is not None and cached[1] == n:
-            return cached[0], n, cached[2]
+            return cached
         chunks = st["fused_chunks"]
-        x = chunks[0][0] if len(chunks) == 1 else torch.cat([e[0] for e in chunks])
-        xf = x.reshape(-1)
-        trace = float(torch.dot(xf, xf)) / n
-        group = self._group_of(w)
+        # a single chunk: the same dot on the same X as the unfused path, so the same trace bit for bit
+        trace = float(chunks[0][2] if len(chunks) == 1 else sum(e[2] for e in chunks)) / n
         lam_of = lambda v, iters: lambda_max_power_iteration(  # noqa: E731
-            x=x, count=n, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
-        a_eff, lam, scale = self._guard(st, group, trace, x.shape[1], lam_of)
-        info = {"alpha_eff": a_eff, "lambda_max": lam, "rows": n, "path": "fused", "trace": trace * scale}
-        st["fused_c"] = (a_eff * scale, n, info)
-        return a_eff * scale, n, info
+            x=torch.cat([e[0] for e in chunks]), count=n, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
+        a_eff, lam, scale = self._guard(st, self._group_of(w), trace, w.shape[1], lam_of)
+        cached = st["fused_c"] = (a_eff * scale, n, (a_eff, lam, scale, trace))
+        return cached
 
     @staticmethod
     def _k(c: float, n: int, lr: float) -> float:
         """k = c / (eta N): the share of the projection that an SGD step of lr eta applies through .grad."""
         return c / (lr * n) if c != 0.0 and lr > 0.0 else 0.0
 
-    def _fused_k(self, module: nn.Module) -> float:
-        c, n, _ = self._fused_coefficient(module)
-        return self._k(c, n, float(self._group_of(module.weight)["lr"]))
+    def _fused_k(self, st: dict, w: Tensor) -> float:
+        c, n, _ = self._fused_coefficient(st, w)
+        return self._k(c, n, float(self._group_of(w)["lr"]))
 
-    @torch.no_grad()
     def _finish_fused(self, module: nn.Module) -> dict[str, Any] | None:
         """Close the layer's window before the SGD step: every chunk j must end up projected by c/N;
         its .grad term gives eta k_j of that, so apply (c/N - eta k_j) Z_j^T X_j where they differ."""
         w = module.weight
         st = self.state.get(w)
-        if not st or "fused_chunks" not in st:
+        chunks = st.get("fused_chunks") if st else None
+        if chunks is None:
             return None
-        c, n, info = self._fused_coefficient(module)
-        chunks = st.pop("fused_chunks")
-        del st["fused_rows"], st["fused_c"]
+        c, n, (a_eff, lam, scale, trace) = self._fused_coefficient(st, w)
+        del st["fused_chunks"], st["fused_rows"], st["fused_c"]
         lr = float(self._group_of(w)["lr"])
         k_final = self._k(c, n, lr)
-        todo = []
-        for x, k in chunks:
-            if lr > 0.0 and k == k_final:
-                continue  # the common case: the .grad term is exactly this chunk's projection
-            d = c / n - lr * k
-            if d != 0.0:
-                todo.append((x, d))
-        # Z_j = X_j W^T at the W of the forward pass: all of them before W moves
-        zs = [x @ w.T for x, _ in todo]
-        for (x, d), z in zip(todo, zs):
-            w.addmm_(z.T, x, alpha=-d)
+        # the common case (lr > 0, one backward per chunk with the final k): nothing to correct
+        todo = [(x, c / n - lr * k) for x, k, _ in chunks if not (lr > 0.0 and k == k_final)]
+        todo = [(x, d) for x, d in todo if d != 0.0]
+        if todo:
+            with torch.no_grad():
+                # Z_j = X_j W^T at the W of the forward pass: all of them before W moves
+                zs = [x @ w.T for x, _ in todo]
+                for (x, d), z in zip(todo, zs):
+                    w.addmm_(z.T, x, alpha=-d)
         self.counters["fused_corrected" if todo else "fused"] += 1
-        return info
+        return {"alpha_eff": a_eff, "lambda_max": lam, "rows": n, "path": "fused", "trace": trace * scale}

@@ -93,18 +93,18 @@ class RecordingMixin:
 
     def _install_hooks(self) -> None:
         """One forward hook per participating layer; it records while ``module.training and
-        torch.is_grad_enabled()``."""
+        torch.is_grad_enabled()``. Fused layers get none: their forward records (fused.py), and a hook,
+        even one that returns at once, would cost every call the slow path of ``Module.__call__``."""
         ref = weakref.ref(self)
 
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             opt = ref()
             # Weak ref: a forgotten optimizer must not keep recording; deep-copied modules carry this
             # hook too, but are not in _kind and are ignored.
-            if (opt is not None and module in opt._kind and module not in opt._fused and module.training
-                    and torch.is_grad_enabled()):
+            if opt is not None and module in opt._kind and module.training and torch.is_grad_enabled():
                 opt._record(module, args, output)
 
-        self._handles = [m.register_forward_hook(hook) for m in self.layers]
+        self._handles = [m.register_forward_hook(hook) for m in self.layers if m not in self._fused]
 
     def close(self) -> None:
         """Remove the forward hooks (idempotent). Pending statistics stay in the state."""
