@@ -190,10 +190,8 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
             times[key].append(run(model, steps))
     tokens = x.numel()
     base = statistics.median(times["transformer"])
-    flops = {}
     for key, model in models.items():
         t = statistics.median(times[key])
-        flops[key] = _product_flops(model, x, lambda out: loss_fn(out, y))
         n_params = sum(p.numel() for p in model.parameters())
         target = "  (target <= 2x)" if key == "hope" else ""
         print(f"    {key:<15} {n_params:>9,} params   fwd+bwd {1e3 * t:8.2f} ms/batch   {tokens / t:>10,.0f} tokens/s   "
@@ -201,9 +199,10 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
     print(f"    chunk-parallel form vs the chunk loop: {statistics.median(times['hope (loop)']) / statistics.median(times['hope']):.2f}x "
           f"faster, max |logit difference| {gap:.1e}; hand-written backward vs autograd's: "
           f"{statistics.median(times['hope (autograd)']) / statistics.median(times['hope']):.2f}x faster")
-    t_hope = statistics.median(times["hope"])
-    print(f"    HOPE vs the Transformer of its parameter count (FFN 6x): "
-          f"{t_hope / statistics.median(times['transformer 6x']):.2f}x the time")
+    t_hope, t_matched = statistics.median(times["hope"]), statistics.median(times["transformer 6x"])
+    print(f"    HOPE vs the Transformer of its parameter count (FFN 6x): {t_hope / t_matched:.2f}x the time")
+    # FLOPs of the three models the breakdown below compares (not of the two slower HOPE variants)
+    flops = {key: _product_flops(models[key], x, lambda out: loss_fn(out, y)) for key in ("transformer", "transformer 6x", "hope")}
     t_mem = _memories_alone(hope, x, device, clock, rounds, steps)
     total, mem = flops["hope"]
     print("    where the time goes (matrix products: FLOPs of mm/bmm/addmm/baddbmm per fwd+bwd, and their rate):")
@@ -217,8 +216,7 @@ def bench_hope(device, rounds, steps, batch_size, d_model, n_layers, n_heads) ->
           f"{(total - mem) / rest / 1e9:6.1f} GFLOP/s")
     print(f"      2x the transformer leaves the memories {1e3 * (2 * base - rest):.1f} ms, "
           f"{t_mem / max(2 * base - rest, 1e-9):.1f}x less than they take now")
-    return {"hope": t_hope / base, "hope_vs_param_matched": t_hope / statistics.median(times["transformer 6x"]),
-            "memory_share": t_mem / t_hope}
+    return {"hope": t_hope / base, "hope_vs_param_matched": t_hope / t_matched, "memory_share": t_mem / t_hope}
 
 
 def bench_all_clocks(device, rounds, steps) -> dict[str, dict[str, float]]:
@@ -233,7 +231,6 @@ def bench_all_clocks(device, rounds, steps) -> dict[str, dict[str, float]]:
     ratios["mlp"] = bench_clocks("split-fmnist MLP (784-400-400-10), batch 128", lambda: MLP(MLPConfig(input_dim=784)),
                                  (images.to(device), labels.to(device)), nn.CrossEntropyLoss(), device, rounds, steps)
     return ratios
-
 
 
 def main() -> None:

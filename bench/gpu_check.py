@@ -162,20 +162,14 @@ def clocks_and_hope(check: Check) -> None:
 
     device = torch.device(check.device)
     rounds, steps = (1, 2) if check.smoke else (5, 20)
-    text = io.StringIO()
     tick = time.perf_counter()
-    with contextlib.redirect_stdout(text):
-        ratios = clocks.bench_all_clocks(device, rounds, steps)
-    print(text.getvalue(), flush=True)
+    ratios = clocks.bench_all_clocks(device, rounds, steps)
     seconds = time.perf_counter() - tick
     for name, r in ratios.items():
         check.row(f"clocked step, {name}", "ok", f"{r['whole']:.3f}x", "<= 1.05x", r["whole"] <= 1.05, None,
                   f"optimizer step alone {r['optimizer']:.3f}x; both models timed in {seconds:.0f} s")
     tick = time.perf_counter()
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        hope = clocks.bench_hope(device, rounds, max(1, steps // 2), 8 if check.smoke else 64, 64, 2, 4)
-    print(text.getvalue(), flush=True)
+    hope = clocks.bench_hope(device, rounds, max(1, steps // 2), 8 if check.smoke else 64, 64, 2, 4)
     check.row("HOPE vs Transformer", "ok", f"{hope['hope']:.2f}x", "<= 2x", hope["hope"] <= 2.0, time.perf_counter() - tick,
               f"vs a Transformer of HOPE's parameter count {hope['hope_vs_param_matched']:.2f}x; "
               f"memories {100 * hope['memory_share']:.0f}% of HOPE's time")
