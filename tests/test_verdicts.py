@@ -49,7 +49,11 @@ def store(tmp_path_factory):
         for i, (seed, acc) in enumerate(zip(SEEDS, accs)):
             spec = resolve_spec("split-digits", strategy, device="cpu", seed=seed, hparams=hp, name="tuned")
             wobble = 1 + 0.01 * ((seed * 7 + len(strategy)) % 5)
-            write_run(root, spec, _result(seed, acc, FORGET[strategy][i], TIME[strategy] * wobble, 900 + 10 * len(strategy) + seed))
+            result = _result(seed, acc, FORGET[strategy][i], TIME[strategy] * wobble, 900 + 10 * len(strategy) + seed)
+            if strategy.startswith("cms"):  # in regime: every level updates at least 15 times
+                periods = {"cms": [1, 8, 64], "cms-sync": [1, 1, 1], "cms-frozen": [1]}[strategy]
+                result["clocks"] = {"global_step": 1000, "periods": periods, "updates": [1000 // p for p in periods]}
+            write_run(root, spec, result)
             if strategy == "adam":
                 tuned.append(spec.run_id)
     for seed, acc in enumerate(ADAM_DEFAULT, start=1):
@@ -97,40 +101,125 @@ def test_paired_differences_intervals_and_tests_match_scipy(table):
         assert row["n"] == 5, "the unpaired seed 9 must be left out"
         assert row["estimate"] == pytest.approx(d.mean()) and row["ci_low"] == pytest.approx(low) and row["ci_high"] == pytest.approx(high)
         assert row["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+        assert row["sd"] == pytest.approx(d.std(ddof=1)), "the sd of the PAIRED differences"
     used = table[table["reference"] == "adam"]["reference_config"].iloc[0]
-    assert "0.005" in used, "the tuned adam configuration must be the reference, not the one with more runs"
+    assert used == "adam, tuned", "the tuned adam configuration must be the reference, not the one with more runs"
+    assert set(table[table["reference"] == "cms-sync"]["reference_config"]) == {"cms-sync, defaults"}
 
 
-def test_holm_correction_is_statsmodels_over_each_metric_family(table):
-    for metric in ("acc", "forgetting", "learning_acc", "time_per_exp_s"):
-        family = table[table["metric"] == metric]
-        expected = multipletests(family["p"].to_numpy(), alpha=0.05, method="holm")[1]
-        assert family["p_holm"].to_numpy() == pytest.approx(expected)
+def test_holm_is_statsmodels_within_each_family_and_metric(table):
+    assert set(table["family"]) == {"primary", "secondary"}
+    primary = table[table["family"] == "primary"]
+    assert set(primary["reference"]) == {"cms-sync", "cms-frozen"}, "only a clocked method vs its own controls is primary"
+    for (family, metric), block in table.groupby(["family", "metric"]):
+        expected = multipletests(block["p"].to_numpy(), alpha=0.05, method="holm")[1]
+        assert block["p_holm"].to_numpy() == pytest.approx(expected)
+        tost = multipletests(block["tost_p"].to_numpy(), alpha=0.05, method="holm")[1]
+        assert block["tost_p_holm"].to_numpy() == pytest.approx(tost)
 
 
-def test_ratios_are_geometric_means_of_paired_ratios(table):
-    row = _row(table, "cms", "adam", "time_per_exp_s")
-    runs = {s: [TIME[s] * (1 + 0.01 * ((seed * 7 + len(s)) % 5)) for seed in SEEDS] for s in ("cms", "adam")}
-    logs = np.log(np.array(runs["cms"]) / np.array(runs["adam"]))
-    assert row["estimate"] == pytest.approx(math.exp(logs.mean()))
-    low, high = stats.t.interval(0.95, 4, loc=logs.mean(), scale=stats.sem(logs))
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((math.exp(low), math.exp(high)))
-    assert row["verdict"].startswith("costlier")
+def test_mde_is_the_80_percent_power_root_of_statsmodels_at_the_family_level(table):
+    from statsmodels.stats.power import TTestPower
+
+    row = _row(table, "cms", "cms-sync", "acc")
+    m = int(((table["family"] == "primary") & (table["metric"] == "acc")).sum())
+    d = 100 * (np.array(ACC["cms"]) - np.array(ACC["cms-sync"]))
+    effect = row["mde"] / d.std(ddof=1)
+    power = TTestPower().power(effect_size=effect, nobs=5, alpha=0.05 / m / 2, alternative="larger")
+    assert power == pytest.approx(0.8, abs=1e-3)
+    assert f"MDE {row['mde']:.1f} pt" in row["verdict"]
+
+
+def test_mde_root_is_checked_where_solve_power_fails():
+    from statsmodels.stats.power import TTestPower
+
+    from nlbench.commands.report.power import detectable_effect
+
+    d = detectable_effect(5, 0.05 / 111)
+    assert d == pytest.approx(5.84, abs=0.01)  # the issue's noncentral-t root (t critical 10.6 at df 4)
+    assert TTestPower().power(effect_size=d, nobs=5, alpha=0.05 / 111 / 2, alternative="larger") == pytest.approx(0.8, abs=1e-3)
+    assert detectable_effect(10, 0.05) == pytest.approx(TTestPower().solve_power(nobs=10, alpha=0.05, power=0.8), rel=1e-4)
+
+
+def test_tost_is_statsmodels_paired(table):
+    from statsmodels.stats.weightstats import ttost_paired
+
+    row = _row(table, "cms", "cms-sync", "forgetting")
+    a, b = 100 * np.array(FORGET["cms"]), 100 * np.array(FORGET["cms-sync"])
+    assert row["tost_p"] == pytest.approx(ttost_paired(a, b, -1.0, 1.0)[0])
 
 
 def test_verdict_words(table):
-    assert _row(table, "cms", "cms-sync", "acc")["verdict"] == NO_DIFFERENCE  # interval covers 0
+    assert _row(table, "cms", "cms-sync", "acc")["verdict"].startswith(NO_DIFFERENCE + " (MDE")  # interval covers 0
     assert _row(table, "cms", "adam", "acc")["verdict"] == "higher ACC"
     assert _row(table, "cms", "adam", "forgetting")["verdict"] == "forgets less"
     assert _row(table, "cms", "cms-frozen", "acc")["verdict"] == "higher ACC"
 
 
-def test_the_report_opens_with_verdicts_and_never_counts_validation_runs(store, tmp_path):
+def test_the_verdict_word_reads_the_holm_p_not_the_raw_p():
+    from nlbench.commands.report.verdicts import verdict_word
+
+    row = {"n": 5, "estimate": -0.1, "ci_low": -0.2, "ci_high": -0.01, "p": 0.03, "p_holm": 0.3, "tost_p": 0.2,
+           "tost_p_holm": 0.6, "mde": 0.6}
+    assert verdict_word(row, +1, "ACC") == "no detectable difference (MDE 0.6 pt)"  # raw p < 0.05, Holm p is not
+    assert verdict_word({**row, "p_holm": 0.04}, +1, "ACC") == "lower ACC"
+    assert verdict_word({**row, "tost_p_holm": 0.01}, +1, "ACC").startswith("equivalent")
+
+
+def test_pairing_is_by_seed_whatever_the_storage_order(tmp_path):
+    """Seeds written in opposite orders: a pairing by position instead of by seed changes every number."""
+    a = {1: 0.50, 2: 0.60, 3: 0.55, 4: 0.70}
+    b = {1: 0.49, 2: 0.61, 3: 0.53, 4: 0.69}
+    for strategy, values, order in (("cms", a, (1, 2, 3, 4)), ("cms-sync", b, (4, 3, 2, 1))):
+        for seed in order:
+            spec = resolve_spec("split-digits", strategy, device="cpu", seed=seed, name="p")
+            write_run(tmp_path, spec, _result(seed, values[seed], 0.1, 1.0, 900))
+    runs, _, _ = load_runs(tmp_path)
+    add_labels(runs, key_columns(runs))
+    row = _row(compute_verdicts(runs, tmp_path), "cms", "cms-sync", "acc")
+    d = 100 * np.array([a[s] - b[s] for s in (1, 2, 3, 4)])
+    assert row["estimate"] == pytest.approx(d.mean()) and row["sd"] == pytest.approx(d.std(ddof=1))
+
+
+def test_runs_on_streams_of_different_lengths_are_never_paired(tmp_path):
+    for strategy, n_tasks in (("cms", 5), ("adam", 8)):
+        for seed in (1, 2):
+            spec = resolve_spec("permuted-fmnist", strategy, device="cpu", seed=seed, name="s",
+                                suite_options={"n_tasks": n_tasks})
+            write_run(tmp_path, spec, _result(seed, 0.5 + 0.01 * seed, 0.1, 1.0, 900))
+    runs, _, _ = load_runs(tmp_path)
+    add_labels(runs, key_columns(runs))
+    assert compute_verdicts(runs, tmp_path).empty
+
+
+def test_off_regime_rows_leave_the_primary_family(tmp_path):
+    """A stored clock whose level C=64 updated once in the stream: both clock rows become secondary."""
+    for strategy in ("cms", "cms-sync"):
+        for seed in SEEDS:
+            spec = resolve_spec("split-digits", strategy, device="cpu", seed=seed, name="r")
+            result = _result(seed, ACC[strategy][seed - 1], FORGET[strategy][seed - 1], 1.0, 900)
+            result["accuracy_matrix"], result["initial_accuracy"] = [[0.5] * 5] * 5, [0.1] * 5
+            periods = [1, 8, 64] if strategy == "cms" else [1, 1, 1]
+            result["clocks"] = {"global_step": 100, "periods": periods, "updates": [100 // p for p in periods]}
+            write_run(tmp_path, spec, result)
+    runs, _, _ = load_runs(tmp_path)
+    add_labels(runs, key_columns(runs))
+    table = compute_verdicts(runs, tmp_path)
+    row = _row(table, "cms", "cms-sync", "acc")
+    assert row["family"] == "secondary"
+    assert row["regime"] == "off-regime (method): level C=64: 1 update in 5 experiences"
+    assert row["slowest_updates"] == 1 and row["period_over_e"] == pytest.approx(64 / 20)
+
+
+def test_the_report_opens_with_the_answer_then_the_verdicts(store, tmp_path):
     report = build_report(store, tmp_path / "out")
     text = report.report_md.read_text()
     sections = [line for line in text.splitlines() if line.startswith("## ")]
-    assert sections[0] == "## Verdicts"
-    assert (tmp_path / "out" / "figures" / "verdicts_forest.png").stat().st_size > 1000
+    assert sections[:2] == ["## Answer", "## Verdicts"]
+    assert "**Question.**" in text.split("## Verdicts")[0]
+    assert "cms vs cms-frozen (n=5): **helps**" in text  # generated from the primary rows
+    assert (tmp_path / "out" / "figures" / "answer_period_axis.png").stat().st_size > 1000
     assert (tmp_path / "out" / "tables" / "verdicts.csv").exists()
-    assert "| split-digits | class" in text and NO_DIFFERENCE in text
+    assert list((tmp_path / "out" / "figures").glob("verdicts_split-digits*.png"))
+    assert "### Primary comparisons" in text and "### Secondary comparisons (exploratory)" in text
     assert report.n_runs == 5 * 5 + 6 + 1  # the holdout (validation) run is not a result

@@ -58,7 +58,12 @@ def run_command(
         tracking = tracking_option(log, log_dir)
         # Validate everything before torch loads (the device is only known once it has): bad input
         # is answered in well under a second.
-        plan_specs(suite, names, overrides, device="cpu", name=name, **fields)
+        planned = plan_specs(suite, names, overrides, device="cpu", name=name, **fields)
+        from nlbench.core.regime import regime_warning
+
+        warning = regime_warning(planned)
+        if warning:
+            console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         with RunProgress() as progress:
             progress.starting()
             specs = plan_specs(suite, names, overrides, device=str(resolve_device(device)), name=name, **fields)

@@ -32,7 +32,8 @@ class HParam:
     """A declared hyperparameter: sweeps and the CLI validate values against it.
 
     `kind` is one of "float", "int", "bool", "str", "ints" (a tuple of positive ints such as clock
-    periods, written `1,8,64`).
+    periods, written `1,8,64`). With `relative`, an "ints" value may also hold tokens relative to the
+    experience length (`1,e/8,e`: `nlbench.core.periods`), resolved to integers with the spec.
     """
 
     name: str
@@ -43,6 +44,7 @@ class HParam:
     high: float | None = None
     choices: tuple[str, ...] | None = None
     increasing: bool = False  # for "ints": values must be strictly increasing (e.g. clock periods)
+    relative: bool = False  # for "ints": tokens like e/8, e, 2e (experience lengths) are allowed
 
     def describe(self) -> str:
         if self.choices:
@@ -50,7 +52,7 @@ class HParam:
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         what = {"float": "a number", "int": "an integer", "bool": "true/false", "str": "text",
-                "ints": "comma-separated integers"}[self.kind]
+                "ints": "comma-separated integers" + (" or experience lengths (e/8, e, 2e)" if self.relative else "")}[self.kind]
         return what if self.kind in ("bool", "str") else f"{what} in [{lo}, {hi}]"
 
     def parse(self, text: str) -> Any:
@@ -67,12 +69,22 @@ class HParam:
                     raise ValueError(text)
                 value = lowered in ("true", "1", "yes")
             elif self.kind == "ints":
-                value = tuple(int(part) for part in text.split(","))
+                value = tuple(self._int_token(part) for part in text.split(","))
             else:
                 value = text
         except ValueError:
             raise UserError(f"{self.name}={text!r} is not valid: expected {self.describe()}") from None
         return self.validate(value)
+
+    def _int_token(self, part: str) -> Any:
+        """An int, or (with `relative`) the canonical relative token; ValueError otherwise."""
+        if self.relative:
+            from nlbench.core.periods import canonical_token
+
+            token = canonical_token(part)
+            if token is not None:
+                return token
+        return int(part)
 
     def validate(self, value: Any) -> Any:
         """Check a typed value against kind, range and choices; return it normalised."""
@@ -90,19 +102,25 @@ class HParam:
         elif self.kind == "ints":
             if isinstance(value, int) and not isinstance(value, bool):
                 value = (value,)
+            if self.relative and isinstance(value, (tuple, list)):
+                from nlbench.core.periods import canonical_token
+
+                value = tuple(canonical_token(v) or v if isinstance(v, str) else v for v in value)
             if not isinstance(value, (tuple, list)) or not value or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
+                (isinstance(v, int) and not isinstance(v, bool)) or (self.relative and isinstance(v, str) and canonical_token(v))
+                for v in value
             ):
                 raise bad
             value = tuple(value)
-            if self.increasing and any(b <= a for a, b in zip(value, value[1:])):
+            absolute = [v for v in value if isinstance(v, int)]
+            if self.increasing and any(b <= a for a, b in zip(absolute, absolute[1:])):
                 raise UserError(f"{self.name}={','.join(map(str, value))} is not valid: values must be strictly increasing")
         elif self.kind == "str":
             if not isinstance(value, str):
                 raise bad
         if self.choices is not None and value not in self.choices:
             raise bad
-        numbers = value if isinstance(value, tuple) else (value,)
+        numbers = tuple(v for v in value if not isinstance(v, str)) if isinstance(value, tuple) else (value,)
         if self.kind in ("float", "int", "ints"):
             for number in numbers:
                 if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):

@@ -22,7 +22,7 @@ _NOT_HASHED = frozenset({"name"})
 # Execution options added after the first results were stored: hashed only when set, so every run id
 # stored before they existed still names the same run.
 _HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False, "holdout": 0.0,
-                  "suite_options": {}, "eval_every": 0, "probes": False}
+                  "suite_options": {}, "eval_every": 0, "probes": False, "resolved_hparams": {}}
 # Hyperparameters declared by an existing strategy after its first results were stored (replay's
 # mem_batch): kept out of the spec at their default, so stored run ids and the report's groups stay
 # as they were; a strategy reads them with hp.get(key, default).
@@ -60,6 +60,9 @@ class RunSpec:
     suite_options: tuple[tuple[str, Any], ...] = ()  # options that change the stream (n_tasks, regime), set ones only
     eval_every: int = 0  # continual evaluation every N training iterations (0: off; nlbench.core.continual_eval)
     probes: bool = False  # per clock level probes of clocked models (nlbench.core.probes)
+    # integer values of hyperparameters written relative to the experience length (`periods=1,e/8,e`:
+    # nlbench.core.periods); `hparams` keeps what was written, both are hashed
+    resolved_hparams: tuple[tuple[str, Any], ...] = ()
     name: str = field(default="default", compare=False)
     schema: int = SPEC_SCHEMA
 
@@ -67,11 +70,13 @@ class RunSpec:
         hparams = {k: v for k, v in dict(self.hparams).items() if k not in _HPARAMS_STORED_IF_SET or v != _HPARAMS_STORED_IF_SET[k]}
         object.__setattr__(self, "hparams", tuple(sorted((k, _freeze(v)) for k, v in hparams.items())))
         object.__setattr__(self, "suite_options", tuple(sorted((k, _freeze(v)) for k, v in dict(self.suite_options).items())))
+        object.__setattr__(self, "resolved_hparams", tuple(sorted((k, _freeze(v)) for k, v in dict(self.resolved_hparams).items())))
 
     @property
     def hp(self) -> dict[str, Any]:
-        """Hyperparameters as a plain dict (resolved: every declared key present)."""
-        return dict(self.hparams)
+        """Hyperparameters as a plain dict (resolved: every declared key present, relative periods as the
+        integers they resolved to on this stream)."""
+        return {**dict(self.hparams), **dict(self.resolved_hparams)}
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine the result, as JSON-ready data."""
@@ -93,6 +98,7 @@ class RunSpec:
         data = dataclasses.asdict(self)
         data["hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams}
         data["suite_options"] = dict(self.suite_options)
+        data["resolved_hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.resolved_hparams}
         return data
 
     def to_json(self) -> str:
@@ -104,6 +110,7 @@ class RunSpec:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["hparams"] = tuple(dict(data.get("hparams", {})).items())
         kwargs["suite_options"] = tuple(dict(data.get("suite_options", {})).items())
+        kwargs["resolved_hparams"] = tuple(dict(data.get("resolved_hparams", {})).items())
         return cls(**kwargs)
 
 
@@ -139,6 +146,7 @@ def resolve_spec(
     """
     from nlbench.errors import UserError
     from nlbench.core.backbones import BACKBONES
+    from nlbench.core.periods import is_relative, resolve_relative
     from nlbench.core.registry import check_scenario, resolve_hparams
     from nlbench.data.suites import check_compatible, get_suite, parse_suite_options
 
@@ -182,6 +190,14 @@ def resolve_spec(
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 <= holdout < 1.0:
         raise UserError(f"--val-fraction must be a number in (0, 1), got {holdout!r}")
     batch_size = batch_size or info.batch_size
+    resolved_hp = resolve_hparams(strategy, hparams)
+    relative = {}
+    if any(is_relative(v) for v in resolved_hp.values()):
+        from nlbench.data.plan import stream_plan
+        from nlbench.data.suites import configure_suite
+
+        plan = stream_plan(configure_suite(info, dict(options)), batch_size, epochs or info.epochs)
+        relative = resolve_relative(resolved_hp, plan.experience_length)
     return RunSpec(
         suite=info.name,
         strategy=strategy,
@@ -193,7 +209,8 @@ def resolve_spec(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size or max(256, batch_size),
         device=device,
-        hparams=tuple(resolve_hparams(strategy, hparams).items()),
+        hparams=tuple(resolved_hp.items()),
+        resolved_hparams=tuple(relative.items()),
         name=name or info.name,
         protocol=protocol,
         data_path=data_path,

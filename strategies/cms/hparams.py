@@ -13,8 +13,9 @@ STRATEGY_PERIODS: tuple[int, ...] = (1, 8, 64)  # K = 3 for short runs (nl-math.
 REDUCTIONS = ("sum", "mean")
 
 CLOCK_HPARAMS: tuple[HParam, ...] = (
-    HParam("periods", STRATEGY_PERIODS, "ints", "clock periods C_1 < C_2 < ..., fastest first (one level each)",
-           low=1, high=1_000_000, increasing=True),
+    HParam("periods", STRATEGY_PERIODS, "ints", "clock periods C_1 < C_2 < ..., fastest first (one level each); "
+           "steps, or experience lengths: e/8, e, 2e (resolved per stream)",
+           low=1, high=1_000_000, increasing=True, relative=True),
     HParam("reduction", "sum", "str", "window gradient: sum (NL Eq 71) or mean", choices=REDUCTIONS),
     HParam("by", "auto", "str", "level assignment: auto (module clock levels, else depth) or depth",
            choices=("auto", "depth")),

@@ -20,7 +20,13 @@ from nlbench.commands.report.load import add_labels, key_columns, load_runs, unf
 from nlbench.commands.report.markdown import render_markdown
 from nlbench.commands.report.stats import aggregate
 from nlbench.commands.report.sweeps import DEFAULT_SWEEP_AXES, SweepGrid, find_sweeps
-from nlbench.commands.report.verdicts import verdicts_section
+from nlbench.commands.report.answer import answer_section
+from nlbench.commands.report.clock_regime import add_regime
+from nlbench.commands.report.config_labels import add_config_labels
+from nlbench.commands.report.costs import load_cost_table
+from nlbench.commands.report.tuning import tuning_section
+from nlbench.commands.report.verdicts import compute_verdicts, tuned_run_ids
+from nlbench.commands.report.verdicts_render import verdicts_section
 
 
 @dataclass
@@ -72,6 +78,8 @@ def build_report(
         warnings.warn(unfinished_message(path), UserWarning, stacklevel=2)
     keys = key_columns(runs)
     add_labels(runs, keys)
+    add_regime(runs)
+    add_config_labels(runs, tuned_run_ids(results_dir))
     summary = aggregate(runs, keys)
     comparison = compare_published(summary, load_published(published))
     sweeps = find_sweeps(summary, tuple(sweep_axes))
@@ -88,8 +96,9 @@ def build_report(
         return path
 
     hp_cols = [c for c in runs.columns if c.startswith("hp.")]
-    run_cols = [c for c in ("suite", "scenario", "strategy", "config", "head", "backbone", "epochs", "batch_size", "protocol", "seed",
+    run_cols = [c for c in ("suite", "scenario", "strategy", "config_label", "config", "head", "backbone", "epochs", "batch_size", "protocol", "seed",
                             "status", *METRICS, "time_per_exp_s", "wall_time_s", "peak_memory_mb", "peak_memory_kind", "device",
+                            "slowest_period", "slowest_updates", "slowest_per_exp", "level_updates", "regime_note",
                             "run_id", "error", "path") if c in runs.columns]
     runs_table = runs[run_cols + hp_cols].copy()
     for column in hp_cols:
@@ -119,7 +128,11 @@ def build_report(
     report_md = out / "report.md"
     ctx = {"results_dir": results_dir, "out": out, "runs": runs, "summary": summary, "comparison": comparison,
            "sweeps": sweeps, "skipped": skipped, "unfinished": unfinished, "figure_index": figure_index, "tables": tables}
-    ctx["verdicts"] = verdicts_section(runs, results_dir, out, write_csv, figures)  # paired stats: the opening section
+    table = compute_verdicts(runs, results_dir)
+    costs = load_cost_table(results_dir)
+    ctx["answer"] = answer_section(table, costs, out, figures)  # the opening section, generated from the verdicts
+    ctx["verdicts"] = verdicts_section(table, costs, out, write_csv, figures)
+    ctx["tuning"] = tuning_section(results_dir)
     from nlbench.commands.report.continual import continual_section
 
     report_md.write_text(render_markdown(ctx) + continual_section(runs, out, write_csv, figures))

@@ -27,11 +27,12 @@ def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _main_rows(summary: Any, suite: str, scenario: str) -> tuple[list[str], list[list[Any]]]:
-    headers = ["strategy", "config", "backbone", "epochs", "n", *(f"{LABELS[m]} %" for m in METRICS), "time/exp s", "peak MB"]
+    headers = ["configuration", "backbone", "epochs", "n", *(f"{LABELS[m]} %" for m in METRICS), "time/exp s", "peak MB"]
     rows = []
     for _, row in summary[(summary["suite"] == suite) & (summary["scenario"] == scenario)].iterrows():
         n = str(row["n"]) + (f" (+{row['excluded_status']}, excluded)" if row["excluded"] else "")
-        rows.append([row["strategy"], row["config"] or MISSING, row["backbone"], row["epochs"], n,
+        name = row["config_label"] if not is_missing(row.get("config_label")) else row["group_label"]
+        rows.append([name, row["backbone"], row["epochs"], n,
                      *(mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in METRICS),
                      MISSING if is_missing(row["time_per_exp_s"]) else f"{row['time_per_exp_s']:.2f}",
                      MISSING if is_missing(row["peak_memory_mb"]) else f"{row['peak_memory_mb']:.0f}"])
@@ -65,7 +66,10 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     lines.append(f"Built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from `{ctx['results_dir']}`. "
                  "Accuracies are in percent; BWT, forgetting, FWT and differences in percentage points; "
                  "every number has 1 decimal.")
-    lines += ["", *ctx.get("verdicts", [])]  # Verdicts open the report (nlbench.commands.report.verdicts)
+    lines += ["", *ctx.get("answer", [])]  # the Answer opens the report (nlbench.commands.report.answer)
+    lines += ["", *ctx.get("verdicts", [])]
+    lines += ["", *_regime_lines(runs)]
+    lines += ["", *ctx.get("tuning", [])]
     lines += ["", "## What was run", ""]
     lines.append(f"- Finished runs: {len(runs)}; completed: {len(completed)}; diverged or failed: {len(runs) - len(completed)} "
                  f"(listed below, not aggregated); corrupt or duplicate runs skipped: {len(ctx['skipped'])}; "
@@ -141,6 +145,21 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _regime_lines(runs: Any) -> list[str]:
+    """Where the clocks ticked: every clocked configuration's levels and the slowest level's updates."""
+    from nlbench.commands.report.clock_regime import REGIME_HEADERS, regime_rows
+    from nlbench.core.regime import MIN_UPDATES
+
+    rows = regime_rows(runs) if "slowest_period" in runs else []
+    lines = ["## Clock regime", ""]
+    if not rows:
+        return lines + ["No clocked run here.", ""]
+    lines.append(f"How often each clock level updated, from each run's stored clock. A level with fewer than {MIN_UPDATES} "
+                 "updates over the stream cannot show a clock effect; a verdict row with such a level is off-regime and "
+                 "is kept out of the primary family.")
+    return lines + ["", _md_table(REGIME_HEADERS, rows), ""]
+
+
 def _small_n_note(summary: Any) -> str:
     """The width of the t-interval at the smallest n that has one; nothing when no configuration has two seeds."""
     counts = sorted({int(n) for n in summary["n"]} - {1}) if not summary.empty else []
@@ -157,8 +176,11 @@ def _notes(ctx: dict[str, Any]) -> list[str]:
         "Seeds change initialisation and data order only; classes enter in their natural order in every run, "
         "so the CIs do not cover class-order variation." + _small_n_note(ctx["summary"]),
         "A run stored under two names counts once (same run id). Corrupt or truncated run files are skipped with a warning and never counted.",
-        "Peak memory on CPU is the process's peak resident set size, which includes the Python/PyTorch baseline; on GPU it is "
-        "the allocator's peak. Time per experience is training time only (evaluation excluded).",
+        "Peak memory on CPU is the process's peak resident set size, which includes the Python/PyTorch baseline (and, in a "
+        "long-lived worker such as a Ray worker, what earlier runs left behind); on GPU it is the allocator's peak. Time per "
+        "experience is training time only (evaluation excluded), taken from runs that may have shared a loaded machine. "
+        "Both stay in the raw tables only: no verdict is drawn from them. A method's cost is measured in isolation by "
+        "`nlbench cost` (thread CPU time, interleaved, repeated; the method's own bytes).",
         "`cumulative` (incremental training on the growing union of the data) is not JOINT training, so it is never compared "
         "with JOINT upper bounds.",
     ]

@@ -43,7 +43,8 @@ def aggregate(runs: Any, keys: list[str]) -> Any:
     for key, group in completed.groupby(label_keys, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         first = group.iloc[0]
-        row: dict[str, Any] = {c: first[c] for c in ("suite", "scenario", "strategy", "config", "group_label")}
+        row: dict[str, Any] = {c: first[c] for c in ("suite", "scenario", "strategy", "config", "group_label", "config_label")
+                               if c in first.index}
         row.update({c: l for c, l in zip(keys, key) if c not in ("suite", "scenario", "strategy")})
         row.update({f"_k_{c}": l for c, l in zip(keys, key)})
         row["n"] = len(group)

@@ -199,6 +199,11 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
         n_points = len({(r.spec.strategy, r.point) for r in planned})
         header = (f"sweep {name}: {len(planned)} runs ({n_points} configuration(s) x {len(settings.seeds)} seed(s)), "
                   f"{len(planned) - len(todo)} already done, {len(todo)} to run")
+        from nlbench.core.regime import regime_warning
+
+        warning = regime_warning([run.spec for run in planned])
+        if warning:
+            view.message(f"warning: {warning}")
         if dry_run:
             view.show_plan(planned, results, settings.retry_failed, out, header)
             return 0

@@ -92,6 +92,11 @@ def run_tune(settings: TuneSettings, view: TuneView, *, dry_run: bool = False) -
               f"of each experience's training data (tuning seed {settings.tune_seed}, {settings.sampler} sampler, "
               f"metric {settings.metric}), then {n_strategies} x {n_seeds} test run(s) on seed(s) "
               f"{','.join(map(str, s.seeds))}; results in {out / settings.name}/")
+    from nlbench.core.regime import regime_warning
+
+    warning = regime_warning([p.base for p in plans])  # at the default clock, which the space may not vary
+    if warning:
+        view.message(f"warning: {warning}")
     if dry_run:
         rows = [{"strategy": p.strategy, "space": {k: d.describe() for k, d in p.space.items()},
                  "trials": settings.budget, "test_runs": n_seeds} for p in plans]
