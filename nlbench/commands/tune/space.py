@@ -56,7 +56,9 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any, kind: str) -> Any:
-    return tuple(int(v) for v in value.split(",")) if kind == "ints" else value
+    if kind != "ints":
+        return value
+    return tuple(int(v) if v.strip().isdigit() else v.strip() for v in value.split(","))  # relative tokens (e/8) stay text
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,68 @@
+"""The report shows the tuning protocol and flags chosen values at a range's edge; configurations are named
+for a reader ("adam, tuned", "adam, defaults, probes"); the clock-regime table says how often levels ticked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nlbench.commands.report.build import build_report
+from nlbench.commands.report.tuning import at_edge
+from nlbench.core.spec import resolve_spec
+from nlbench.core.store import write_run
+
+
+def _result(seed, acc, clocks=None):
+    result = {"status": "completed", "error": None, "seed": seed, "accuracy_matrix": [[acc, acc], [acc, acc]],
+              "initial_accuracy": [0.1, 0.1],
+              "metrics": {"acc": acc, "forgetting": 0.1, "bwt": -0.1, "learning_acc": acc, "avg_inc_acc": acc, "fwt": 0.0},
+              "experience_train_time_s": [1.0, 1.0], "eval_time_s": [0.1], "wall_time_s": 3.0,
+              "peak_memory_mb": 900.0, "peak_memory_kind": "rss_peak", "device": "cpu"}
+    if clocks:
+        result["clocks"] = clocks
+    return result
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuning")
+    tuned = []
+    for seed in (1, 2, 3):
+        spec = resolve_spec("bigram-shift", "adam", device="cpu", seed=seed, hparams={"lr": 1.02e-4}, name="t")
+        write_run(root, spec, _result(seed, 0.5 + 0.01 * seed))
+        tuned.append(spec.run_id)
+        probe = resolve_spec("bigram-shift", "clocked-adam", device="cpu", seed=seed, probes=True, name="m")
+        write_run(root, probe, _result(seed, 0.6, {"global_step": 20, "periods": [1, 8, 64], "updates": [20, 2, 0]}))
+    narrow = {"strategy": "adam", "setting": {"suite": "bigram-shift", "scenario": "domain"}, "budget": 16,
+              "sampler": "tpe", "val_fraction": 0.1, "tune_seed": 7, "metric": "val_acc",
+              "space": {"lr": "[0.0001, 0.0002] log"}, "chosen": {"lr": 1.02e-4},  # a range too narrow on purpose
+              "trials": [{"number": 0}] * 16, "test_run_ids": tuned}
+    (root / "t" / "selection.json").write_text(json.dumps({"selections": [narrow]}))
+    out = tmp_path_factory.mktemp("out")
+    return build_report(root, out).report_md.read_text()
+
+
+def test_the_tuning_protocol_is_stated_and_an_edge_value_is_flagged(report):
+    section = report.split("## Tuning")[1].split("\n## ")[0]
+    assert "budget 16 trials per strategy, sampler tpe, validation: 0.1" in section and "tuning seed 7" in section
+    assert "lr [0.0001, 0.0002] log: 0.000102 **at low edge**" in section
+    assert "1 chosen value(s) lie within 5% of an edge" in section
+
+
+def test_edges_are_read_on_the_log_scale():
+    assert at_edge(1.1e-4, "[0.0001, 0.01] log") == "low edge"  # 2% of the log range
+    assert at_edge(1e-3, "[0.0001, 0.01] log") == ""
+    assert at_edge(9.6e-3, "[0.0001, 0.01] log") == "high edge"
+    assert at_edge(0.96, "[0, 1]") == "high edge" and at_edge("1,8,64", "{1,8,64}") == ""
+
+
+def test_configurations_are_named_for_a_reader(report):
+    assert "adam, tuned" in report and "clocked-adam, defaults, probes" in report
+    assert "eval_every=0; probes=false" not in report
+
+
+def test_the_clock_regime_table_shows_each_levels_updates(report):
+    section = report.split("## Clock regime")[1].split("\n## ")[0]
+    assert "clocked-adam, defaults, probes" in section and "C=1: 20, C=8: 2, C=64: 0" in section
+    assert "no: level C=64: 0 updates in 2 experiences" in section
