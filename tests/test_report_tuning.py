@@ -66,3 +66,16 @@ def test_the_clock_regime_table_shows_each_levels_updates(report):
     section = report.split("## Clock regime")[1].split("\n## ")[0]
     assert "clocked-adam, defaults, probes" in section and "C=1: 20, C=8: 2, C=64: 0" in section
     assert "no: level C=64: 0 updates in 2 experiences" in section
+
+
+def test_a_periods_x_alpha_grid_reports_its_best_cell_against_the_corner(tmp_path):
+    acc = {((1, 2, 4), 1e-4): 0.50, ((1, 2, 4), 1e-3): 0.52, ((1, 8, 64), 1e-4): 0.55, ((1, 8, 64), 1e-3): 0.60}
+    for (periods, alpha), mean in acc.items():
+        for seed in (1, 2, 3):
+            spec = resolve_spec("split-digits", "cms+deep-l2gd", device="cpu", seed=seed, name="grid",
+                                hparams={"periods": periods, "alpha": alpha})
+            write_run(tmp_path, spec, _result(seed, mean + 0.01 * seed * (periods[-1] == 64)))
+    text = build_report(tmp_path, tmp_path / "out").report_md.read_text()
+    line = next(line for line in text.splitlines() if "minus corner" in line)
+    assert "best cell (periods=(1,8,64), alpha=0.001) minus corner (periods=(1,2,4), alpha=0.0001)" in line
+    assert "paired over 3 seeds: ACC +12.0 [" in line and "the best of 4 cells" in line

@@ -112,9 +112,14 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     lines += [f"{line}\n" for line in no_published_number_lines(p for p in ctx["runs"]["protocol"] if not is_missing(p))]
     if ctx["sweeps"]:
         lines += ["## Sweeps", ""]
+        from nlbench.commands.report.grid_best import best_vs_corner
+
         for grid in ctx["sweeps"]:
             lines.append(f"- {grid.strategy} on {scenario_title(grid.suite, grid.scenario)}, {grid.x}"
                          + (f" x {grid.y}" if grid.y else "") + f": ![sweep]({rel(grid.figure)}) (cells: `{rel(grid.csv)}`)")
+            best = best_vs_corner(grid, ctx["runs"])
+            if best:
+                lines.append(f"  - {best}.")
         lines.append("")
     lines += ["## Figures", ""]
     for title, path in ctx["figure_index"]:

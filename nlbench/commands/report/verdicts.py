@@ -6,7 +6,9 @@ the strategies that swap that component for:
 - its own controls: registered strategies of family `control` named `<method>-<kind>` (`cms-sync`,
   `cms-frozen`, `clocked-adam-sync`);
 - the generic two-timescale references (family `control` without a method prefix: `lookahead`, `ademamix`);
-- Adam: the strategy without the NL component (`cms+replay` -> `replay`, which trains with Adam), or `adam`.
+- Adam: the strategy without the NL component (`cms+replay` -> `replay`, which trains with Adam), or `adam`;
+- for `cms`, whose network is larger than the suite's, `adam-matched`: a plain MLP of about its parameter
+  count trained with Adam, so "cms beats adam" splits into the network and the clock.
 A pair is shown when both strategies have completed runs in the setting. One configuration per strategy
 enters: the tuned one (a run listed in a `selection.json` written by `nlbench tune`), else the one with
 the most completed runs. Runs pair by seed.
@@ -51,6 +53,8 @@ ALPHA = 0.05
 NO_DIFFERENCE = "no detectable difference"
 EQUIVALENT = f"equivalent (within ±{MARGIN:g} pt)"
 FAMILIES = ("primary", "secondary")
+# An NL method whose network is larger than the suite's -> the plain network of about its parameter count
+PARAM_MATCHED = {"cms": "adam-matched"}
 
 
 def tuned_run_ids(results_dir: Path) -> set[str]:
@@ -83,6 +87,9 @@ def references(strategy: str, families: dict[str, str]) -> list[tuple[str, str]]
             pairs.append(("+".join(parts[:i] + [control] + parts[i + 1:]), kind))
         rest = parts[:i] + parts[i + 1:]
         pairs.append(("+".join(rest) if rest else "adam", "adam"))
+        matched = PARAM_MATCHED.get(part)
+        if matched in families and not rest:  # the network's size without its architecture or its clock
+            pairs.append((matched, "param-matched"))
     return pairs
 
 
