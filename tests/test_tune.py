@@ -250,7 +250,7 @@ def test_cli_dry_run_prints_the_plan_and_bad_input_is_one_line(tmp_path):
     plan = subprocess.run([*cmd, "--strategy", "adam,cms-sync+replay", "--budget", "3", "--dry-run"],
                           capture_output=True, text=True, timeout=120)
     assert plan.returncode == 0, plan.stderr
-    assert "lr [0.0001, 0.01] log" in plan.stdout and "2 strategy(ies) x 3 trial(s)" in " ".join(plan.stdout.split())
+    assert "lr [1e-05, 0.03] log" in plan.stdout and "2 strategy(ies) x 3 trial(s)" in " ".join(plan.stdout.split())
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
     bad = subprocess.run([*cmd, "--strategy", "adam", "--seeds", "0,1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
