@@ -1,59 +1,162 @@
 #!/usr/bin/env bash
-# Rebuild reports/reference/ from real runs, tuned with an equal budget (`nlbench tune`): every strategy
-# gets BUDGET trials on 10% of each experience's training data held out for validation (tuning seed 0),
-# then its chosen configuration runs on the test seeds SEEDS, and the report opens with the paired
-# Verdicts (each Nested Learning method vs its controls, Lookahead/AdEMAMix and Adam).
-# Settings, most informative first:
-#   split-digits class-incremental (embedded data);
-#   split-fmnist task-incremental, one head per task (real Fashion-MNIST, e.g. Debian's dataset-fashion-mnist);
-#   permuted-fmnist domain-incremental, 5 tasks x 3,000 training images (sized for a 2-core machine);
-#   bigram-shift's in-context mixture regime (90/10 -> 10/90 of two bigram regimes, nl-math.md 5.2), 128
-#   steps per experience (2x the slowest clock period, where the suite's default is 640 = 10x: a 2-core
-#   machine budget), the clocked methods, their controls, Adam and Replay;
-#   split-fmnist class-incremental (every method without a buffer ends near 20% here: the ties are the finding).
-# Then, untuned (defaults), the measurements inside training: continual evaluation (--eval-every: the
-# stability gap) and clock-level probes (--probes) on permuted-fmnist, the A -> B -> A re-exposure
-# variant of bigram-shift (relearning speed), and the Buzzega et al. 2020 Split-FMNIST protocol
-# (--protocol buzzega2020; its published table could not be read, the report says so).
-# Finished runs (trials included) are reused, so an interrupted build resumes with the same command.
-# Sizes: BUDGET=8 SEEDS=1-5 (the minimum for the Verdicts); JOBS runs at once on a local Ray cluster (its
-# workers import torch once, where the local executor pays a fresh interpreter per run). Override any:
-#   BUDGET=4 SEEDS=1-3 bash reports/make_reference.sh     # a quicker, less conclusive build
+# Rebuild reports/reference/ from real runs, in regime: streams long enough that every clock level ticks.
+#
+#   bash reports/make_reference.sh                 # every stage in order (about 8 core-hours; resumable)
+#   STAGE=tune bash reports/make_reference.sh      # one stage: unpack, tune, primary, periods, grid,
+#                                                  #   secondary, published, report, pack
+#   QUICK=1 bash reports/make_reference.sh         # a smoke-sized build (~20 min): every stage, tiny sizes,
+#                                                  #   into results/reference-quick and reports/reference-quick
+#
+# Stages (each under 2 hours on an idle 2-core machine at the default sizes):
+#   unpack     restore the committed raw runs (reports/reference/runs.tar.xz) into $OUT, so a fresh checkout
+#              resumes the build or re-renders the report without training again;
+#   tune       `nlbench tune` of every strategy in a verdict, controls included, with the same budget ($BUDGET
+#              trials on 10% of each experience's training data, tuning seed 0), at the default clock
+#              (periods 1,8,64), on the primary setting $PRIMARY; test seeds $SEEDS (10: the primary family);
+#   primary    (part of tune: the chosen configurations on the test seeds)
+#   periods    the clock-period axis: the slowest period at ~1/16, 1/4, 1 and 2 experience lengths
+#              (relative periods 1,e/32,e/16 / 1,e/16,e/4 / 1,e/8,e / 1,e/4,2e) for cms and clocked-adam and
+#              their sync and frozen controls, each at its tuned learning rate (tuned once at the default
+#              clock, then used along the axis), on the test seeds;
+#   grid       periods x alpha for cms+deep-l2gd (both axes of a Nested Learning method): 3 period settings x
+#              alpha in {0, 1e-4, 1e-3, 1e-2} at the tuned cms lr, $GRID_SEEDS seeds;
+#   secondary  tuned (same budget), $SECONDARY_SEEDS seeds: task-incremental split-fmnist, split-digits, the
+#              bigram in-context mixture; class-incremental split-fmnist as one sanity row;
+#   published  the published protocols: SFR 2024 (sfr2024) and Buzzega et al. 2020 (buzzega2020);
+#   cost       `nlbench cost` on the primary setting (isolated step time and state bytes; the Answer's cost);
+#   report     `nlbench report $OUT --out $REPORT`;
+#   pack       the raw runs (spec.json, result.json, done, selection.json; no checkpoints) into
+#              reports/reference/runs.tar.xz, committed with the report.
+# Every stage appends its wall time and the load average before and after to $REPORT/build-times.tsv.
+# Finished runs (trials included) are reused, so an interrupted stage resumes with the same command.
+#
+# Sizes (every one overridable): PRIMARY_TASKS=10 tasks of PRIMARY_TRAIN=10000 training images of
+# permuted-fmnist at batch 128 = 79 steps per experience, so the default slowest level (C=64) updates
+# 1.2 times per experience and 12 times over the stream, and 2e (158 steps) 5 times. ROTATED=1 adds
+# rotated-fmnist at the same sizes as a second primary setting. BUDGET=16, SEEDS=1-10, GRID_SEEDS=1-5,
+# SECONDARY_SEEDS=1-5, JOBS=2 (a local Ray cluster; one torch thread per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-results/reference}
-budget=${BUDGET:-8}
-seeds=${SEEDS:-1-5}
+quick=${QUICK:-0}
+if [ "$quick" = 1 ]; then
+    out=${OUT:-results/reference-quick}; report=${REPORT:-reports/reference-quick}
+    budget=${BUDGET:-2}; seeds=${SEEDS:-1-2}; grid_seeds=${GRID_SEEDS:-1-2}; secondary_seeds=${SECONDARY_SEEDS:-1-2}
+    tasks=${PRIMARY_TASKS:-4}; train=${PRIMARY_TRAIN:-3200}; batch=${PRIMARY_BATCH:-32}
+else
+    out=${OUT:-results/reference}; report=${REPORT:-reports/reference}
+    budget=${BUDGET:-16}; seeds=${SEEDS:-1-10}; grid_seeds=${GRID_SEEDS:-1-5}; secondary_seeds=${SECONDARY_SEEDS:-1-5}
+    tasks=${PRIMARY_TASKS:-10}; train=${PRIMARY_TRAIN:-10000}; batch=${PRIMARY_BATCH:-128}
+fi
 jobs=${JOBS:-2}
 executor=${EXECUTOR:-ray}
+stage=${STAGE:-all}
 export OMP_NUM_THREADS=1  # two single-threaded jobs use 2 cores better than one two-threaded job
+mkdir -p "$out" "$report"
 
-nl="cms,clocked-adam,nested-adam,deep-l2gd,nl-memory,dmgd"  # hope and m3 where they are affordable, below
-controls="cms-sync,cms-frozen,clocked-adam-sync,lookahead,ademamix"
-baselines="adam,sgd,ewc,si,lwf,replay,der"
-composed="cms+replay,cms-sync+replay"
+primary=(--suite permuted-fmnist --suite-option "n_tasks=$tasks" --suite-option "train_per_task=$train" --batch-size "$batch")
+rotated=(--suite rotated-fmnist --suite-option "n_tasks=$tasks" --suite-option "train_per_task=$train" --batch-size "$batch")
+clocked="cms,cms-sync,cms-frozen,clocked-adam,clocked-adam-sync"
+references="adam,adam-matched,replay,lookahead,ademamix,cls-er"
+if [ "$quick" = 1 ]; then references="adam,adam-matched,replay"; fi
+period_axis=("1,e/32,e/16" "1,e/16,e/4" "1,e/8,e" "1,e/4,2e")
 
-tune() {  # tune SUITE [more nlbench tune options...]
-    nlbench tune --suite "$1" --budget "$budget" --seeds "$seeds" --tune-seed 0 --out "$out" --jobs "$jobs" \
-        --executor "$executor" --device cpu "${@:2}"
+log_stage() {  # log_stage NAME SECONDS LOAD_BEFORE
+    printf '%s\t%s\t%ss\tload %s -> %s\tquick=%s\n' "$1" "$(date -u +%FT%TZ)" "$2" "$3" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$quick" >> "$report/build-times.tsv"
 }
 
-tune split-digits --strategy "$nl,m3,hope,$controls,$baselines,$composed"
-# der is class- and domain-incremental only; the task-incremental setting has one head per task
-tune split-fmnist --scenario task --head multi --strategy "$nl,m3,$controls,${baselines/,der/}"
-tune permuted-fmnist --suite-option n_tasks=5 --suite-option train_per_task=3000 --strategy "$nl,$controls,$baselines"
-# the optimizer-only NL methods (nested-adam, deep-l2gd, nl-memory, dmgd, m3) are left out here for time
-tune bigram-shift --suite-option regime=mixture --suite-option steps=128 \
-    --strategy "clocked-adam,cms,hope,clocked-adam-sync,cms-sync,cms-frozen,hope-sync,hope-frozen,lookahead,ademamix,adam,replay"
-tune split-fmnist --strategy "$nl,$controls,$baselines,$composed"
-
-sweep() {  # sweep NAME [more nlbench sweep options...]
-    nlbench sweep --out "$out" --name "$1" --jobs "$jobs" --device cpu "${@:2}"
+run_stage() {  # run_stage NAME: runs stage_NAME when STAGE is all or NAME, and logs its time
+    if [ "$stage" = all ] || [ "$stage" = "$1" ]; then
+        local start load; start=$(date +%s); load=$(cut -d' ' -f1-3 /proc/loadavg)
+        echo "== stage $1 ($(date -u +%T))" >&2
+        "stage_$1"
+        log_stage "$1" "$(( $(date +%s) - start ))" "$load"
+    fi
 }
-sweep permuted-fmnist-continual --suite permuted-fmnist --suite-option n_tasks=5 --suite-option train_per_task=3000 \
-    --strategy adam,clocked-adam,cms,replay --seeds 1-3 --eval-every 25 --probes
-sweep bigram-reexposure --suite bigram-shift --suite-option regime=reexposure --suite-option steps=128 \
-    --strategy adam,clocked-adam,cms,hope --seeds 1-3 --eval-every 16 --probes
-sweep buzzega2020 --suite split-fmnist --protocol buzzega2020 --strategy sgd,replay,agem \
-    --grid mem_size=200,500 --grid patterns_per_exp=40,100 --seeds 0-2
-nlbench report "$out" --out reports/reference
+
+tune() {  # tune NAME [nlbench tune options...]
+    nlbench tune --name "$1" --budget "$budget" --tune-seed 0 --out "$out" --jobs "$jobs" --executor "$executor" \
+        --device cpu "${@:2}"
+}
+
+sweep() {  # sweep NAME [nlbench sweep options...]
+    nlbench sweep --out "$out" --name "$1" --jobs "$jobs" --executor "$executor" --device cpu "${@:2}"
+}
+
+tuned() {  # tuned NAME STRATEGY: the chosen values of STRATEGY in OUT/NAME/selection.json as --grid flags
+    python - "$out/$1/selection.json" "$2" <<'EOF'
+import json, sys
+entries = json.load(open(sys.argv[1]))["selections"]
+chosen = next(e["chosen"] for e in entries if e["strategy"] == sys.argv[2])
+for key, value in sorted(chosen.items()):
+    if key != "periods":  # the period axis sets its own periods
+        print(f"--grid {key}={','.join(map(str, value)) if isinstance(value, list) else value}")
+EOF
+}
+
+stage_unpack() {
+    if [ -f reports/reference/runs.tar.xz ]; then tar -xJf reports/reference/runs.tar.xz -C "$out" --skip-old-files; fi
+}
+
+stage_tune() {
+    tune primary-permuted "${primary[@]}" --seeds "$seeds" --strategy "$clocked,$references"
+    if [ "${ROTATED:-0}" = 1 ]; then tune primary-rotated "${rotated[@]}" --seeds "$seeds" --strategy "$clocked,$references"; fi
+}
+
+stage_periods() {
+    local strategy periods grid
+    for strategy in ${clocked//,/ }; do
+        grid=$(tuned primary-permuted "$strategy")
+        periods=$(IFS=:; echo "${period_axis[*]}")
+        # shellcheck disable=SC2086  # $grid holds several --grid flags
+        sweep "periods-$strategy" "${primary[@]}" --strategy "$strategy" --grid "periods=$periods" $grid --seeds "$seeds"
+    done
+}
+
+stage_grid() {
+    local grid; grid=$(tuned primary-permuted cms)
+    # shellcheck disable=SC2086
+    sweep grid-cms-deep-l2gd "${primary[@]}" --strategy cms+deep-l2gd --grid "periods=1,e/16,e/4:1,e/8,e:1,e/4,2e" \
+        --grid alpha=0,1e-4,1e-3,1e-2 $grid --seeds "$grid_seeds"
+}
+
+stage_secondary() {
+    local nl="cms,clocked-adam,nested-adam,deep-l2gd,nl-memory,dmgd,m3" base="adam,sgd,ewc,si,lwf,replay,cls-er"
+    if [ "$quick" = 1 ]; then  # smoke: one secondary setting, a few strategies
+        tune split-digits --suite split-digits --seeds "$secondary_seeds" --strategy "cms,cms-sync,adam,replay,cls-er"
+        return
+    fi
+    tune split-fmnist-task --suite split-fmnist --scenario task --head multi --seeds "$secondary_seeds" \
+        --strategy "$nl,$clocked,lookahead,ademamix,$base"
+    tune split-digits --suite split-digits --seeds "$secondary_seeds" \
+        --strategy "$nl,hope,$clocked,adam-matched,lookahead,ademamix,$base,der,cms+replay,cms-sync+replay"
+    tune bigram-mixture --suite bigram-shift --suite-option regime=mixture --suite-option steps=640 --seeds "$secondary_seeds" \
+        --strategy "clocked-adam,cms,hope,clocked-adam-sync,cms-sync,cms-frozen,hope-sync,hope-frozen,lookahead,ademamix,adam,replay"
+    sweep split-fmnist-class --suite split-fmnist --strategy adam,cms,cms-sync,replay,der --seeds "$secondary_seeds"
+}
+
+stage_published() {
+    if [ "$quick" = 1 ]; then return; fi  # minutes per run at batch 10: not smoke-sized
+    sweep sfr2024 --suite split-fmnist --protocol sfr2024 --strategy der,ewc,si --seeds 0-4
+    sweep buzzega2020 --suite split-fmnist --protocol buzzega2020 --strategy sgd,replay,agem \
+        --grid mem_size=200,500 --grid patterns_per_exp=40,100 --seeds 0-2
+}
+
+stage_cost() {
+    nlbench cost "${primary[@]}" --strategy "adam,adam-matched,$clocked,replay,cms+deep-l2gd" --out "$out" \
+        --name cost-primary-permuted
+}
+
+stage_report() {
+    nlbench report "$out" --out "$report"
+}
+
+stage_pack() {
+    (cd "$out" && find . \( -name spec.json -o -name result.json -o -name done -o -name selection.json -o -name cost.json \) \
+        -print0 | sort -z | tar --null -cJf - --files-from=-) > "$report/runs.tar.xz"
+    du -h "$report/runs.tar.xz" >&2
+}
+
+for name in unpack tune periods grid secondary published cost report pack; do
+    run_stage "$name"
+done
