@@ -158,3 +158,17 @@ def test_bad_relative_periods_on_the_command_line_exit_2_with_one_line_and_write
         assert not (tmp_path / "r").exists()
     sweep = _cli("sweep", "--strategy", "cms", "--grid", "periods=1,e/8,e:8,e/8", "--dry-run", cwd=tmp_path)
     assert sweep.returncode == 2 and "strictly increasing" in sweep.stderr and len(sweep.stderr.strip().splitlines()) == 1
+
+
+@FMNIST
+def test_a_test_subset_per_task_is_seeded_and_the_same_for_every_run_seed():
+    from nlbench.data.streams import build_benchmark
+
+    suite = configure_suite(get_suite("permuted-fmnist"), {"n_tasks": 2, "train_per_task": 100, "test_per_task": 500})
+    labels = []
+    for seed in (3, 4):
+        benchmark = build_benchmark(suite, "domain", seed=seed, data_root=DEFAULT_DATA_ROOT, download=False)
+        assert [len(e.dataset) for e in benchmark.test_stream] == [500, 500]
+        labels.append([e.nlbench_tensors[1].tolist() for e in benchmark.test_stream])
+    assert labels[0] == labels[1], "the run seed changes the permutation, not which test images measure it"
+    assert labels[0][0] != labels[0][1], "each task draws its own subset"

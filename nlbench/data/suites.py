@@ -93,6 +93,7 @@ class SuiteInfo:
     rotated: bool = False  # rotated-fmnist: experience i rotates all classes by rotation_angles(n)[i] degrees
     options: tuple[SuiteOption, ...] = ()  # declared suite options (see configure_suite)
     train_per_task: int = 0  # domain-shift suites: training images per experience (0: all), a seeded subset
+    test_per_task: int = 0  # domain-shift suites: test images per experience (0: all), a seeded subset
 
     @property
     def domain_shift(self) -> bool:
@@ -118,6 +119,8 @@ _TASK_OPTIONS = (
     SuiteOption("n_tasks", 10, "int", "number of experiences (tasks)", low=1, high=50),
     SuiteOption("train_per_task", 0, "int", "training images per task, a seeded subset (0: all 60000; "
                 "each full task holds ~190 MB of float32 images)", low=0, high=60000),
+    SuiteOption("test_per_task", 0, "int", "test images per task, a seeded subset of the 10000 (0: all; evaluating "
+                "every task after every task costs T^2 passes, most of a long stream's time)", low=0, high=10000),
 )
 # bigram-shift's regimes (nlbench.data.bigram.REGIMES); in-context variants default to 640 optimizer steps
 # per experience, 10x the slowest default clock period (64), at the suite's batch 64 and 2 epochs.
@@ -209,7 +212,8 @@ def configure_suite(suite: SuiteInfo | str, options: Any = ()) -> SuiteInfo:
         sequence = {**info.sequence_options, **{k: values[k] for k in ("regime", "mix", "blocks", "steps") if k in values}}
         return dataclasses.replace(info, n_experiences=n, sequence_options=sequence)
     n = values.get("n_tasks", info.n_experiences)
-    return dataclasses.replace(info, n_experiences=n, train_per_task=values.get("train_per_task", 0))
+    return dataclasses.replace(info, n_experiences=n, train_per_task=values.get("train_per_task", 0),
+                               test_per_task=values.get("test_per_task", 0))
 
 
 def check_compatible(suite: SuiteInfo, strategy: str, backbone: str) -> None:
