@@ -79,3 +79,19 @@ def test_a_periods_x_alpha_grid_reports_its_best_cell_against_the_corner(tmp_pat
     line = next(line for line in text.splitlines() if "minus corner" in line)
     assert "best cell (periods=(1,8,64), alpha=0.001) minus corner (periods=(1,2,4), alpha=0.0001)" in line
     assert "paired over 3 seeds: ACC +12.0 [" in line and "the best of 4 cells" in line
+
+
+def test_the_published_cms_study_is_re_examined_from_our_verdicts(tmp_path):
+    for strategy, accs in (("clocked-adam", (0.60, 0.62, 0.61)), ("clocked-adam-sync", (0.60, 0.615, 0.612)),
+                           ("adam", (0.55, 0.56, 0.555))):
+        for seed, acc in zip((1, 2, 3), accs):
+            spec = resolve_spec("permuted-fmnist", strategy, device="cpu", seed=seed, name="p")
+            clocks = {"global_step": 400, "periods": [1, 8, 64] if strategy == "clocked-adam" else [1, 1, 1],
+                      "updates": [400, 50, 6] if strategy == "clocked-adam" else [400] * 3}
+            write_run(tmp_path, spec, _result(seed, acc, None if strategy == "adam" else clocks))
+    text = build_report(tmp_path, tmp_path / "out").report_md.read_text()
+    paragraph = text.split("## Published studies re-examined")[1].split("\n## ")[0]
+    assert "tomasosarte/sequential-cms-continual-learning" in paragraph and "75.68" in paragraph
+    assert "clocked-adam vs adam (their headline comparison, on our stream): +5.5" in paragraph
+    assert "the clock itself shows no significant gain, so a gain over Adam is not the clock's" in paragraph
+    assert "cms vs cms-sync (the clock itself, in the CMS network): not run here" in paragraph

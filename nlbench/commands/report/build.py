@@ -24,6 +24,7 @@ from nlbench.commands.report.answer import answer_section
 from nlbench.commands.report.clock_regime import add_regime
 from nlbench.commands.report.config_labels import add_config_labels
 from nlbench.commands.report.costs import load_cost_table
+from nlbench.commands.report.reexamination import reexamination_section
 from nlbench.commands.report.tuning import tuning_section
 from nlbench.commands.report.verdicts import compute_verdicts, tuned_run_ids
 from nlbench.commands.report.verdicts_render import verdicts_section
@@ -133,6 +134,7 @@ def build_report(
     ctx["answer"] = answer_section(table, costs, out, figures)  # the opening section, generated from the verdicts
     ctx["verdicts"] = verdicts_section(table, costs, out, write_csv, figures)
     ctx["tuning"] = tuning_section(results_dir)
+    ctx["reexamination"] = reexamination_section(table)
     from nlbench.commands.report.continual import continual_section
 
     report_md.write_text(render_markdown(ctx) + continual_section(runs, out, write_csv, figures))

@@ -110,6 +110,7 @@ def render_markdown(ctx: dict[str, Any]) -> str:
                  "Chaudhry et al.'s; the mapping of every published row is in baselines/published.csv (mapping_note).")
     lines += ["", _comparison_md(ctx["comparison"]), ""]
     lines += [f"{line}\n" for line in no_published_number_lines(p for p in ctx["runs"]["protocol"] if not is_missing(p))]
+    lines += ctx.get("reexamination", [])
     if ctx["sweeps"]:
         lines += ["## Sweeps", ""]
         from nlbench.commands.report.grid_best import best_vs_corner
