@@ -183,6 +183,7 @@ class StrategyInfo:
     provides_optimizer: bool
     wraps_optimizer: bool
     scenarios: tuple[str, ...] | None  # None: every scenario
+    backbones: tuple[str, ...] | None = None  # None: every backbone
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -225,6 +226,7 @@ def register_strategy(
     provides_optimizer: bool = False,
     wraps_optimizer: bool = False,
     scenarios: Sequence[str] | None = None,
+    backbones: Sequence[str] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register a strategy builder under `name` (lower-case, no `+`)."""
     if "+" in name or name != name.lower():
@@ -235,7 +237,7 @@ def register_strategy(
             raise ValueError(f"strategy {name!r} registered twice")
         _REGISTRY[name] = StrategyInfo(
             name, build, description, tuple(hparams), family, provides_optimizer, wraps_optimizer,
-            tuple(scenarios) if scenarios else None,
+            tuple(scenarios) if scenarios else None, tuple(backbones) if backbones else None,
         )
         return build
 
@@ -278,6 +280,13 @@ def check_scenario(name: str, scenario: str) -> None:
     for info in components(name):
         if info.scenarios is not None and scenario not in info.scenarios:
             raise UserError(f"strategy {info.name!r} does not support the {scenario!r} scenario; it supports: {', '.join(info.scenarios)}")
+
+
+def check_backbone(name: str, backbone: str) -> None:
+    """Raise UserError when a component of `name` cannot build on `backbone`."""
+    for info in components(name):
+        if info.backbones is not None and backbone not in info.backbones:
+            raise UserError(f"strategy {info.name!r} does not support the {backbone!r} backbone; it supports: {', '.join(info.backbones)}")
 
 
 def declared_hparams(name: str) -> dict[str, HParam]:

@@ -147,7 +147,7 @@ def resolve_spec(
     from nlbench.errors import UserError
     from nlbench.core.backbones import BACKBONES
     from nlbench.core.periods import is_relative, resolve_relative
-    from nlbench.core.registry import check_scenario, resolve_hparams
+    from nlbench.core.registry import check_backbone, check_scenario, resolve_hparams
     from nlbench.data.suites import check_compatible, get_suite, parse_suite_options
 
     info = get_suite(suite)
@@ -173,6 +173,7 @@ def resolve_spec(
     if backbone not in BACKBONES:
         raise UserError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
     check_compatible(info, strategy, backbone)
+    check_backbone(strategy, backbone)
     valid_heads = ("mask", "multi") if scenario == "task" else ("single",)
     head = head or info.default_head(scenario)
     if head not in valid_heads:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CMSBlock", "CMSSequential", "CMSMLPConfig", "CMSMLP", "cms_resnet"]
+from nlbench.models.mlp import MLPConfig
+
+__all__ = ["CMSBlock", "CMSSequential", "CMSMLPConfig", "CMSMLP", "cms_mlp_config", "cms_resnet"]
 
 
 class CMSBlock(nn.Module):
@@ -87,6 +89,15 @@ class CMSMLP(nn.Module):
         h = torch.nn.functional.gelu(self.stem(x.flatten(1)))  # (B, width)
         h = self.cms(h)  # (B, width)
         return self.classifier(self.norm(h))  # (B, n_classes)
+
+
+def cms_mlp_config(mlp: MLPConfig, levels: int) -> CMSMLPConfig:
+    """The CMSMLP that stands in for an MLP (nl-math.md 4.2): its first hidden width (the input width when
+    it has none), its classes and dropout, `levels` blocks. `cms` builds this network, and `adam-matched`
+    sizes its plain MLP to it, so both read it from here."""
+    width = mlp.hidden[0] if mlp.hidden else mlp.input_dim
+    return CMSMLPConfig(input_dim=mlp.input_dim, n_classes=mlp.n_classes, width=width, levels=levels,
+                        dropout=mlp.dropout)
 
 
 def cms_resnet(model: nn.Module, levels: int) -> nn.Module:

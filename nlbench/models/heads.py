@@ -56,6 +56,22 @@ class MultiHeadNet(MultiTaskModule):
         return self.classifier(features, task_labels)
 
 
+def unwrap_backbone(model: nn.Module) -> nn.Module:
+    """The backbone inside a task-scenario wrapper (mask / multi-head), or `model` itself."""
+    return model.backbone if isinstance(model, (TaskMaskedNet, MultiHeadNet)) else model
+
+
+def replace_backbone(model: nn.Module, backbone: nn.Module) -> nn.Module:
+    """`model` with its backbone replaced, keeping the scenario wrapper (mask / multi-head). A multi-head
+    net is rebuilt around `backbone`, whose own `classifier` sizes the new heads."""
+    if isinstance(model, TaskMaskedNet):
+        model.backbone = backbone
+        return model
+    if isinstance(model, MultiHeadNet):
+        return MultiHeadNet(backbone)
+    return backbone
+
+
 def wrap_for_scenario(backbone: nn.Module, head: str, experience_classes: list[list[int]], n_classes: int) -> nn.Module:
     if head == "single":
         return backbone

@@ -10,27 +10,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from nlbench.models.cms import CMSMLP, CMSMLPConfig, cms_resnet
-from nlbench.models.heads import MultiHeadNet, TaskMaskedNet
+from nlbench.models.cms import CMSMLP, cms_mlp_config, cms_resnet
+from nlbench.models.heads import replace_backbone, unwrap_backbone  # re-exported: hope imports them from here
 from nlbench.models.mlp import MLP
 from nlbench.models.resnet import ResNet18
 from nlbench.models.transformer import TinyTransformer
 
 __all__ = ["cms_variant", "replace_backbone", "unwrap_backbone"]
-
-
-def unwrap_backbone(model: nn.Module) -> nn.Module:
-    return model.backbone if isinstance(model, (TaskMaskedNet, MultiHeadNet)) else model
-
-
-def replace_backbone(model: nn.Module, backbone: nn.Module) -> nn.Module:
-    """`model` with its backbone replaced, keeping the scenario wrapper (mask / multi-head)."""
-    if isinstance(model, TaskMaskedNet):
-        model.backbone = backbone
-        return model
-    if isinstance(model, MultiHeadNet):
-        return MultiHeadNet(backbone)
-    return backbone
 
 
 def cms_variant(backbone: nn.Module, levels: int) -> nn.Module:
@@ -39,10 +25,7 @@ def cms_variant(backbone: nn.Module, levels: int) -> nn.Module:
     anything else (HOPE already has CMS; the small CNN) is returned as is (its clocks then come from
     `clock_level` attributes, or from depth)."""
     if isinstance(backbone, MLP):
-        c = backbone.config
-        width = c.hidden[0] if c.hidden else c.input_dim
-        return CMSMLP(CMSMLPConfig(input_dim=c.input_dim, n_classes=c.n_classes, width=width, levels=levels,
-                                   dropout=c.dropout))
+        return CMSMLP(cms_mlp_config(backbone.config, levels))
     if isinstance(backbone, ResNet18):
         return cms_resnet(backbone, levels)
     if isinstance(backbone, TinyTransformer):
