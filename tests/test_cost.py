@@ -154,7 +154,7 @@ def test_a_turn_trains_exactly_the_asked_iterations(digits, one_thread):
     step (one per optimizer call) advances by exactly that much per turn."""
     import torch
 
-    from nlbench.core.cost import StepTimer, _turn
+    from nlbench.core.cost import StepTimer, train_turn
     from nlbench.core.runner import build_strategy
     from nlbench.core.spec import resolve_spec
 
@@ -166,10 +166,32 @@ def test_a_turn_trains_exactly_the_asked_iterations(digits, one_thread):
     before = strategy.optimizer.global_step
     assert before == 5 * 8  # 5 epochs of ceil(251 / 32) minibatches: the timer is idle
     for iterations in (3, 11, 8):  # within an epoch, across one, exactly one
-        _turn(strategy, timer, digits.train_stream[1], iterations, cuda=False)
+        train_turn(strategy, timer, digits.train_stream[1], iterations, cuda=False)
         assert len(timer.times) == iterations and all(t > 0 for t in timer.times)
         assert strategy.optimizer.global_step == before + iterations
         before += iterations
+
+
+def test_a_plugin_without_checkpoint_state_is_walked_and_its_datasets_count_by_sample(digits, one_thread):
+    """Avalanche's ReplayPlugin (the stock data path) has no state_dict: the fallback walks it. Its
+    buffer is two datasets of 10 samples that index into the experiences' full data; they count as
+    20 samples, not as the 503 samples of the data behind them. The reservoir weights beside them are
+    tensors, counted by their storage."""
+    import torch
+
+    from nlbench.core.runner import build_strategy
+    from nlbench.core.spec import resolve_spec
+    from nlbench.core.state_bytes import state_bytes
+
+    spec = resolve_spec("split-digits", "replay", device="cpu", hparams={"mem_size": 20}, data_path="avalanche")
+    strategy, _ = build_strategy(spec, digits, torch.device("cpu"))
+    for experience in digits.train_stream[:2]:
+        strategy.train(experience)
+    groups = strategy.plugins[0].storage_policy.buffer_groups.values()
+    weights = sum(g._buffer_weights.untyped_storage().nbytes() for g in groups)
+    counted = state_bytes(strategy)
+    assert counted["buffer"] == 20 * SAMPLE_BYTES + weights
+    assert counted["total"] == 2 * PARAM_BYTES + ADAM_BYTES + counted["buffer"]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,7 +120,7 @@ def run_cost(plan: CostPlan, out: Path, *, data_root: Optional[Path], download: 
         "hp": {k: _plain(v) for k, v in m.spec.hparams},
         "step_time_s": m.step_time_s,
         "step_wall_s": m.step_wall_s,
-        "step_time_median_s": _median(m.step_time_s),
+        "step_time_median_s": statistics.median(m.step_time_s),
         "ratio_to_reference": summarise_ratio(m.step_time_s, reference.step_time_s, plan.spread, plan.seed),
         "state_bytes": m.state_bytes,
         "cuda_peak_bytes": m.cuda_peak_bytes,
@@ -130,19 +131,13 @@ def run_cost(plan: CostPlan, out: Path, *, data_root: Optional[Path], download: 
         "kind": "nlbench-cost", "schema": 1, "setting": setting,
         "steps": plan.steps, "repeats": plan.repeats, "warmup": plan.warmup, "seed": plan.seed,
         "timer": "cuda_wall" if device.type == "cuda" else "thread_time", "reference": plan.reference,
-        "environment": {**environment(), "torch_threads": plan.threads, "load_average_before": load_before, "load_average_after": _load_average(),
-                        "finished_at": datetime.now(timezone.utc).isoformat()},
+        "environment": {**environment(), "torch_threads": plan.threads, "load_average_before": load_before,
+                        "load_average_after": _load_average(), "finished_at": datetime.now(timezone.utc).isoformat()},
         "rows": rows,
     }
     defaults = {"head": info.default_head(first.scenario), "backbone": info.backbone, "batch_size": info.batch_size}
     name = plan.name or cost_name(setting, defaults)
     return record, write_cost(Path(out) / name, record)
-
-
-def _median(values: Sequence[float]) -> float:
-    import statistics
-
-    return statistics.median(values)
 
 
 def _load_average() -> Optional[list[float]]:

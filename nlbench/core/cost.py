@@ -16,17 +16,19 @@ Protocol (`measure_costs`):
    Per-experience and per-epoch work is excluded: building the experience's dataset and loader,
    updating a buffer, computing EWC's Fisher or LwF's copy, the divergence check at the epoch's end.
    On a CPU the clock is the thread's CPU time (`time.thread_time`): with torch on one thread the
-   whole step runs on it, and time the OS gives other processes is not counted. On a GPU it is wall
-   time between `torch.cuda.synchronize()` calls.
+   whole step runs on it, and time the OS gives other processes is not counted (contention for caches
+   and memory bandwidth still slows it: an idle machine gives the cleanest figures). On a GPU it is
+   wall time between `torch.cuda.synchronize()` calls.
 4. A turn's figure is the median of its recorded iterations; ratios are formed per round, against the
-   reference strategy's figure in the same round (`nlbench.core.cost_record.summarise`).
+   reference strategy's figure in the same round (`nlbench.core.cost_record.summarise_ratio`).
 
-Memory: the method's state bytes (`nlbench.core.state_bytes`) at the end of every recorded iteration,
-the largest total kept (a clocked level's accumulator exists only while its window is open). On a GPU,
-`cuda_peak_bytes` is the allocator's peak during a turn above what was allocated when the turn began
-(every strategy's state and the data were resident then): the step's working memory (activations,
-temporaries, a loader's joined memory), the largest over rounds. The process's peak RSS is recorded as
-a raw figure: one process holds every strategy, so it is nobody's memory.
+Memory: the method's state bytes (`nlbench.core.state_bytes`) at the end of every iteration of a turn
+(warm-up included), the largest total kept (a clocked level's accumulator exists only while its
+window is open). On a GPU, `cuda_peak_bytes` is the allocator's peak during a turn above what was
+allocated when the turn began (every strategy's state and the data were resident then): the step's
+working memory (activations, temporaries, a loader's joined memory), the largest over rounds. The
+process's peak RSS is recorded as a raw figure: one process holds every strategy, so it is nobody's
+memory.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class Measurement:
     diverged: bool = False
 
 
-def _turn(strategy: Any, timer: StepTimer, experience: Any, iterations: int, cuda: bool) -> tuple[bool, int | None]:
+def train_turn(strategy: Any, timer: StepTimer, experience: Any, iterations: int, cuda: bool) -> tuple[bool, int | None]:
     """Train `iterations` recorded iterations on `experience`; (diverged, the turn's CUDA working peak)."""
     timer.arm(iterations)
     strategy.train_epochs = iterations  # an upper bound (an epoch has at least one iteration): the timer stops it
@@ -152,7 +154,7 @@ def measure_costs(specs: Sequence[Any], benchmark: Any, device: torch.device, *,
         notify("round", {"round": round_ + 1, "rounds": repeats, "order": [specs[i].strategy for i in turns]})
         for index in turns:
             strategy, timer, measured = learners[index]
-            diverged, peak = _turn(strategy, timer, experience, warmup + steps, cuda)
+            diverged, peak = train_turn(strategy, timer, experience, warmup + steps, cuda)
             recorded, walls = timer.times[warmup:], timer.walls[warmup:]
             if not recorded:
                 raise RuntimeError(f"{measured.spec.strategy}: no training iteration was recorded in round {round_ + 1}")

@@ -101,7 +101,8 @@ def tensors_in(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[s
             yield from tensors_in(item, path)
 
 
-def _walk_object(value: Any, path: tuple[str, ...], seen: set[int], depth: int = 0) -> Iterator[tuple[tuple[str, ...], Any]]:
+def _walk_object(value: Any, path: tuple[str, ...], seen: set[int],
+                 depth: int = 0) -> Iterator[tuple[tuple[str, ...], Any]]:
     """The fallback for state without a checkpoint form: tensors (and datasets) reachable through
     attributes, containers and modules, each object visited once. Functions, classes, generators
     and data loaders are not state and are not entered."""
@@ -117,12 +118,14 @@ def _walk_object(value: Any, path: tuple[str, ...], seen: set[int], depth: int =
         for name, tensor in (*value.named_parameters(), *value.named_buffers()):
             yield (*path, name), tensor
         return
-    if isinstance(value, torch.utils.data.DataLoader) or isinstance(value, (type, types.ModuleType, types.FunctionType,
-                                                                              types.MethodType, types.GeneratorType,
-                                                                              str, bytes, int, float, bool, type(None))):
-        return
-    if isinstance(value, torch.utils.data.Dataset):
-        yield path, value
+    kind = type(value)
+    if isinstance(value, (torch.utils.data.DataLoader, type, types.ModuleType, types.FunctionType, types.MethodType,
+                          str, bytes, int, float, bool, type(None))) or hasattr(kind, "__next__"):
+        return  # loaders and iterators (generators included) are working state, not the method's
+    if isinstance(value, torch.utils.data.Dataset) or (
+            hasattr(kind, "__getitem__") and hasattr(kind, "__len__")
+            and not isinstance(value, (dict, list, tuple, set, frozenset))):
+        yield path, value  # a dataset (Avalanche's are not torch Datasets): counted by its samples
         return
     if isinstance(value, dict):
         items = [(_key(k), v) for k, v in value.items()]
