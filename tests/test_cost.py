@@ -92,7 +92,7 @@ def test_der_stores_samples_and_their_logits(measured):
 
 
 def test_cost_json_holds_the_contract_and_round_trips_through_load_costs(measured):
-    from nlbench.core.cost_record import load_costs
+    from nlbench.core.cost import load_costs
 
     out, record, result = measured
     assert (record["kind"], record["schema"], record["steps"], record["repeats"], record["reference"]) == \
@@ -117,6 +117,7 @@ def test_cost_json_holds_the_contract_and_round_trips_through_load_costs(measure
         assert loaded["state_bytes_clock"] == row["state_bytes"]["clock"]
         assert loaded["ratio_median"] == row["ratio_to_reference"]["median"]
         assert loaded["step_time_median_s"] == row["step_time_median_s"]
+        assert loaded["step_time_s"] == row["step_time_s"]
     assert "thread CPU time" in result.stdout and "x adam [IQR]" in result.stdout
 
 
@@ -125,7 +126,7 @@ def _ratio(record, strategy):
 
 
 def test_load_costs_skips_a_bad_file_with_a_warning_naming_it(measured, tmp_path):
-    from nlbench.core.cost_record import load_costs
+    from nlbench.core.cost import load_costs
 
     record = measured[1]
     good, bad = tmp_path / "good" / "cost.json", tmp_path / "bad" / "cost.json"
@@ -141,7 +142,7 @@ def test_load_costs_skips_a_bad_file_with_a_warning_naming_it(measured, tmp_path
 
 
 def test_ratios_are_per_round_and_summarised_over_rounds():
-    from nlbench.core.cost_record import summarise_ratio
+    from nlbench.core.cost import summarise_ratio
 
     assert summarise_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0], "iqr", 0) == \
         {"median": 2.0, "low": 2.0, "high": 2.5, "spread": "iqr"}  # ratios 2, 2, 3
@@ -154,7 +155,7 @@ def test_a_turn_trains_exactly_the_asked_iterations(digits, one_thread):
     step (one per optimizer call) advances by exactly that much per turn."""
     import torch
 
-    from nlbench.core.cost import StepTimer, train_turn
+    from nlbench.core.cost_timing import StepTimer, train_turn
     from nlbench.core.runner import build_strategy
     from nlbench.core.spec import resolve_spec
 
@@ -232,6 +233,12 @@ def test_help_fits_80_columns():
                          env={**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"})
     assert out.returncode == 0 and "--steps" in out.stdout and "--reference" in out.stdout
     assert max(len(line) for line in out.stdout.splitlines()) <= 80 and "<int>" not in out.stdout
+
+
+def test_the_cost_loader_needs_no_torch():
+    code = "import sys, nlbench.core.cost; print('torch' in sys.modules, 'avalanche' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_bad_input_is_answered_without_torch():

@@ -2,8 +2,8 @@
 
 `plan_cost` validates what the user asked for without torch (bad input is answered at once);
 `run_cost` builds the setting's stream, measures every strategy in one process
-(`nlbench.core.cost.measure_costs`), summarises the ratios to the reference
-(`nlbench.core.cost_record.summarise_ratio`) and writes OUT/NAME/cost.json. Nothing here prints.
+(`nlbench.core.cost_timing.measure_costs`), summarises the ratios to the reference
+(`nlbench.core.cost.summarise_ratio`) and writes OUT/NAME/cost.json. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class CostPlan:
     threads: int
     reference: str
     spread: str
-    name: Optional[str]  # None: the setting's slug (nlbench.core.cost_record.cost_name)
+    name: Optional[str]  # None: the setting's slug (nlbench.core.cost.cost_name)
 
 
 def plan_cost(suite: str, strategy_names: Sequence[str], overrides: Mapping[str, str], *, device: str,
@@ -39,7 +39,7 @@ def plan_cost(suite: str, strategy_names: Sequence[str], overrides: Mapping[str,
               spread: str, name: Optional[str], **fields: Any) -> CostPlan:
     """A validated plan. `--hp` applies to the strategies that declare the key; a key none declares is
     an error. `device` is the resolved device name (specs carry it)."""
-    from nlbench.core.cost_record import SPREADS
+    from nlbench.core.cost import SPREADS
     from nlbench.core.registry import declared_hparams
     from nlbench.core.spec import resolve_spec
     from nlbench.core.store import check_run_name
@@ -82,8 +82,8 @@ def run_cost(plan: CostPlan, out: Path, *, data_root: Optional[Path], download: 
     Events: `loading` (suite), `preparing` (strategy), `round` (round, rounds, order: the strategies in turn)."""
     import torch
 
-    from nlbench.core.cost import measure_costs, process_peak_rss_mb
-    from nlbench.core.cost_record import cost_name, summarise_ratio, write_cost
+    from nlbench.core.cost_timing import measure_costs, process_peak_rss_mb
+    from nlbench.core.cost import cost_name, summarise_ratio, write_cost
     from nlbench.core.device import resolve_device
     from nlbench.core.runner import device_description, environment
     from nlbench.data.readers import resolve_data_root
@@ -117,7 +117,8 @@ def run_cost(plan: CostPlan, out: Path, *, data_root: Optional[Path], download: 
     rss = process_peak_rss_mb()
     rows = [{
         "strategy": m.spec.strategy,
-        "hp": {k: _plain(v) for k, v in m.spec.hparams},
+        "hp": {k: _plain(v) for k, v in m.spec.hp.items()},  # relative clock periods as the integers they resolved to
+        **({"hp_written": {k: _plain(v) for k, v in m.spec.hparams}} if m.spec.resolved_hparams else {}),
         "step_time_s": m.step_time_s,
         "step_wall_s": m.step_wall_s,
         "step_time_median_s": statistics.median(m.step_time_s),

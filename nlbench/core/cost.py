@@ -1,177 +1,252 @@
-"""The cost of a training step, measured in isolation: every strategy in one process, interleaved.
+"""cost.json: the record `nlbench cost` writes, its schema, the ratio summary, and `load_costs`.
 
-Protocol (`measure_costs`):
-1. Each strategy is built by the runner's own machinery (`build_strategy`: the same model, plugins,
-   optimizer and template as its run, seeded like a run) and trained on experience 0 as its run would
-   be, so that the state a step touches exists: clocks and accumulators, rehearsal buffers, stored
-   logits, EWC's Fishers, LwF's previous model, task heads. A rehearsal method's measured steps then
-   include its replay.
-2. Then `repeats` rounds; in each, every strategy, in an order drawn from a seeded RNG afresh each
-   round, trains `warmup + steps` iterations on the round's experience (1, 2, ..., cycling; experience
-   0 when the stream has one). The first `warmup` iterations of a turn are not recorded (the caches
-   after switching strategies are cold).
-3. A training iteration is timed from the end of the previous iteration (or the start of the epoch)
-   to its own end, as `StepTimer` stamps them: drawing the minibatch (and the memory minibatch of a
-   replay method), forward, loss, backward, the optimizer step and every plugin's per-iteration hooks.
-   Per-experience and per-epoch work is excluded: building the experience's dataset and loader,
-   updating a buffer, computing EWC's Fisher or LwF's copy, the divergence check at the epoch's end.
-   On a CPU the clock is the thread's CPU time (`time.thread_time`): with torch on one thread the
-   whole step runs on it, and time the OS gives other processes is not counted (contention for caches
-   and memory bandwidth still slows it: an idle machine gives the cleanest figures). On a GPU it is
-   wall time between `torch.cuda.synchronize()` calls.
-4. A turn's figure is the median of its recorded iterations; ratios are formed per round, against the
-   reference strategy's figure in the same round (`nlbench.core.cost_record.summarise_ratio`).
+`OUT/NAME/cost.json` (one setting per file; NAME defaults to a slug of the setting, `cost_name`):
 
-Memory: the method's state bytes (`nlbench.core.state_bytes`) at the end of every iteration of a turn
-(warm-up included), the largest total kept (a clocked level's accumulator exists only while its
-window is open). On a GPU, `cuda_peak_bytes` is the allocator's peak during a turn above what was
-allocated when the turn began (every strategy's state and the data were resident then): the step's
-working memory (activations, temporaries, a loader's joined memory), the largest over rounds. The
-process's peak RSS is recorded as a raw figure: one process holds every strategy, so it is nobody's
-memory.
+    {"kind": "nlbench-cost", "schema": 1,
+     "setting": {"suite", "suite_options", "scenario", "head", "backbone", "batch_size", "device",
+                 "device_name", "threads"},
+     "steps": N, "repeats": R, "warmup": W, "seed": s, "timer": "thread_time" | "cuda_wall",
+     "reference": "<strategy>", "environment": {...},
+     "rows": [{"strategy", "hp": {resolved hyperparameters},
+               "step_time_s": [per round: the median time of a recorded iteration],
+               "step_wall_s": [the same in wall time], "step_time_median_s": median of step_time_s,
+               "ratio_to_reference": {"median", "low", "high", "spread": "iqr" | "ci95"},
+               "state_bytes": {"parameters", "gradients", "optimizer", "clock", "buffer", "logits",
+                               "other", "total"},
+               "cuda_peak_bytes": int | null, "rss_peak_mb": float | null, "diverged": bool}]}
+
+The ratio of a strategy is formed per round (its median over the reference's median in the same
+round, both measured in that round's interleaved order) and summarised over rounds by the median, with
+`iqr` (the 25th and 75th percentiles of the per-round ratios) or `ci95` (a 95% percentile-bootstrap
+interval of their median, scipy.stats.bootstrap) as its spread. Torch-free: the report loads it;
+the measurement is `nlbench.core.cost_timing`.
 """
 
 from __future__ import annotations
 
-import random
+import json
+import math
 import re
-import statistics
-import time
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
-import torch
-from avalanche.core import SupervisedPlugin
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nlbench.core.runner import Diverged, build_strategy, seed_everything
-from nlbench.core.state_bytes import state_bytes
+from nlbench.core.schema import _first_error
+from nlbench.io import atomic_write_text, read_regular_text
 
-Events = Callable[[str, dict], None]
-
-
-class StepTimer(SupervisedPlugin):
-    """Per-iteration time of the next `arm(n)` iterations, then `stop_training()` (see module docstring).
-
-    The state count runs after an iteration's stamp and before the next interval starts, so it is
-    never part of a step."""
-
-    def __init__(self, device: torch.device) -> None:
-        super().__init__()
-        self.cuda = device.type == "cuda"
-        self.left = 0  # iterations still to record in this turn (0: not armed)
-        self.times: list[float] = []  # the measuring clock (thread CPU time, or GPU wall time)
-        self.walls: list[float] = []  # wall time, recorded beside it
-        self.peak_state: dict[str, int] | None = None
-        self._start: tuple[float, float] = (0.0, 0.0)
-
-    def arm(self, iterations: int) -> None:
-        self.left, self.times, self.walls = iterations, [], []
-
-    def _now(self) -> tuple[float, float]:
-        if self.cuda:
-            torch.cuda.synchronize()
-            wall = time.perf_counter()
-            return wall, wall
-        return time.thread_time(), time.perf_counter()
-
-    def before_training_epoch(self, strategy: Any, **kwargs: Any) -> None:
-        if self.left:
-            self._start = self._now()
-
-    def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
-        if not self.left:
-            return
-        end = self._now()
-        self.times.append(end[0] - self._start[0])
-        self.walls.append(end[1] - self._start[1])
-        self.left -= 1
-        if not self.left:
-            strategy.stop_training()
-        counts = state_bytes(strategy, exclude=(self,))
-        if self.peak_state is None or counts["total"] > self.peak_state["total"]:
-            self.peak_state = counts
-        self._start = self._now()
+KIND, SCHEMA, FILE = "nlbench-cost", 1, "cost.json"
+SPREADS = ("iqr", "ci95")
+STATE_KEYS = ("parameters", "gradients", "optimizer", "clock", "buffer", "logits", "other")
+Scalar = Union[bool, int, float, str, None]
 
 
-@dataclass
-class Measurement:
-    """One strategy's raw figures: per round, the median recorded iteration (measuring clock and wall)."""
-
-    spec: Any  # RunSpec
-    step_time_s: list[float] = field(default_factory=list)
-    step_wall_s: list[float] = field(default_factory=list)
-    state_bytes: dict[str, int] = field(default_factory=dict)
-    cuda_peak_bytes: int | None = None
-    diverged: bool = False
+def _positive_finite(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a finite number > 0, got {value!r}")
+    return value
 
 
-def train_turn(strategy: Any, timer: StepTimer, experience: Any, iterations: int, cuda: bool) -> tuple[bool, int | None]:
-    """Train `iterations` recorded iterations on `experience`; (diverged, the turn's CUDA working peak)."""
-    timer.arm(iterations)
-    strategy.train_epochs = iterations  # an upper bound (an epoch has at least one iteration): the timer stops it
-    strategy._stop_training = False
-    base = None
-    if cuda:
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    diverged = False
-    try:
-        strategy.train(experience)
-    except Diverged:  # a NaN loss costs what a finite one does; its turn is measured all the same
-        diverged = True
-    timer.left = 0
-    peak = None
-    if cuda:
-        torch.cuda.synchronize()
-        peak = int(torch.cuda.max_memory_allocated() - base)
-    return diverged, peak
+class Ratio(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    median: float
+    low: float
+    high: float
+    spread: Literal["iqr", "ci95"]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Ratio":
+        for value in (self.median, self.low, self.high):
+            _positive_finite(value)
+        if not self.low <= self.median <= self.high:
+            raise ValueError(f"needs low <= median <= high, got {self.low}, {self.median}, {self.high}")
+        return self
 
 
-def measure_costs(specs: Sequence[Any], benchmark: Any, device: torch.device, *, steps: int, repeats: int,
-                  warmup: int, seed: int, events: Events | None = None) -> list[Measurement]:
-    """Measure every spec's step time and state bytes (module docstring); one Measurement per spec."""
-    notify = events or (lambda kind, info: None)
-    stream = benchmark.train_stream
-    cuda = device.type == "cuda"
-    learners = []
-    for spec in specs:
-        notify("preparing", {"strategy": spec.strategy})
-        seed_everything(spec.seed)
-        strategy, _ = build_strategy(spec, benchmark, device)
-        timer = StepTimer(device)
-        strategy.plugins.append(timer)
+class StateBytes(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    parameters: int = Field(ge=0)
+    gradients: int = Field(ge=0)
+    optimizer: int = Field(ge=0)
+    clock: int = Field(ge=0)
+    buffer: int = Field(ge=0)
+    logits: int = Field(ge=0)
+    other: int = Field(ge=0)
+    total: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> "StateBytes":
+        parts = sum(getattr(self, key) for key in STATE_KEYS)
+        if parts != self.total:
+            raise ValueError(f"total {self.total} is not the sum of the categories ({parts})")
+        return self
+
+
+class CostRow(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    strategy: str
+    hp: dict[str, Union[Scalar, list[Scalar]]]
+    step_time_s: list[float] = Field(min_length=1)
+    step_time_median_s: float
+    ratio_to_reference: Ratio
+    state_bytes: StateBytes
+    cuda_peak_bytes: Optional[int] = Field(default=None, ge=0)
+    rss_peak_mb: Optional[float] = None
+
+    @field_validator("step_time_s")
+    @classmethod
+    def _times(cls, values: list[float]) -> list[float]:
+        for value in values:
+            _positive_finite(value)
+        return values
+
+    @field_validator("step_time_median_s")
+    @classmethod
+    def _median(cls, value: float) -> float:
+        return _positive_finite(value)
+
+
+class CostSetting(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    suite: str
+    suite_options: dict[str, Scalar]
+    scenario: Literal["class", "task", "domain"]
+    head: Literal["single", "mask", "multi"]
+    backbone: str
+    batch_size: int = Field(ge=1)
+    device: str
+    device_name: str
+    threads: int = Field(ge=1)
+
+
+class CostRecord(BaseModel):
+    """cost.json (module docstring). Extra keys are allowed and not checked."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    kind: Literal["nlbench-cost"]
+    schema_: Literal[1] = Field(alias="schema")
+    setting: CostSetting
+    steps: int = Field(ge=1)
+    repeats: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    reference: str
+    environment: dict[str, Any]
+    rows: list[CostRow] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _rows_fit(self) -> "CostRecord":
+        names = [row.strategy for row in self.rows]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a strategy appears twice in rows ({', '.join(names)})")
+        if self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not one of the rows ({', '.join(names)})")
+        for row in self.rows:
+            if len(row.step_time_s) != self.repeats:
+                raise ValueError(f"{row.strategy}: {len(row.step_time_s)} step times for {self.repeats} repeats")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------
+# Summary, name, file
+
+
+def summarise_ratio(times: Sequence[float], reference: Sequence[float], spread: str, seed: int) -> dict[str, Any]:
+    """Per-round ratios times[r] / reference[r], as {median, low, high, spread} (module docstring)."""
+    import numpy as np
+
+    ratios = np.asarray(times, dtype=float) / np.asarray(reference, dtype=float)
+    median = float(np.median(ratios))
+    if len(ratios) < 2 or np.ptp(ratios) == 0:
+        low = high = median
+    elif spread == "iqr":
+        low, high = (float(v) for v in np.percentile(ratios, [25, 75]))
+    else:
+        from scipy.stats import bootstrap
+
+        interval = bootstrap((ratios,), np.median, confidence_level=0.95, method="percentile", n_resamples=9999,
+                             random_state=np.random.default_rng(seed)).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+    return {"median": median, "low": min(low, median), "high": max(high, median), "spread": spread}
+
+
+def options_label(options: dict[str, Any]) -> str:
+    """Suite options as the report writes them (`nlbench.commands.report.labels.label` of a dict):
+    `k=v,k=v` in key order, `default` when none is set."""
+    def label(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ",".join(f"{k}={label(v)}" for k, v in sorted(options.items())) or "default"
+
+
+def cost_name(setting: dict[str, Any], suite_defaults: dict[str, Any]) -> str:
+    """The default NAME of a cost run: `cost-SUITE-SCENARIO`, then what differs from the suite's
+    defaults (head, each suite option, backbone, batch size), then the device type; e.g.
+    `cost-permuted-fmnist-domain-n_tasks3-train_per_task3000-cpu`. Different settings get different
+    files; the same setting measured again replaces its file."""
+    parts = ["cost", setting["suite"], setting["scenario"]]
+    if setting["head"] != suite_defaults["head"]:
+        parts.append(setting["head"])
+    parts += [f"{k}{v}" for k, v in sorted(setting["suite_options"].items())]
+    for key in ("backbone", "batch_size"):
+        if setting[key] != suite_defaults[key]:
+            parts.append(f"{'b' if key == 'batch_size' else ''}{setting[key]}")
+    parts.append(str(setting["device"]).split(":")[0])
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(p) for p in parts))
+
+
+def write_cost(directory: Path, record: dict[str, Any]) -> Path:
+    """Validate `record` and write it to DIRECTORY/cost.json atomically; the path written."""
+    CostRecord.model_validate(record)
+    path = Path(directory) / FILE
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+COLUMNS = ("strategy", "suite", "suite_options", "scenario", "head", "backbone", "batch_size", "device",
+           "device_name", "threads", "steps", "repeats", "reference", "step_time_median_s", "step_time_s", "ratio_median",
+           "ratio_low", "ratio_high", "ratio_spread", *(f"state_bytes_{k}" for k in (*STATE_KEYS, "total")),
+           "cuda_peak_bytes", "rss_peak_mb", "path")
+
+
+def load_costs(root: Path | str = "results") -> Any:
+    """Every cost.json under `root` (at any depth) as a pandas DataFrame, one row per strategy per file
+    (`COLUMNS`; `suite_options` as `options_label` writes it; `step_time_s` the per-round list, so two
+    strategies of one file can be paired round by round with `summarise_ratio`). A file that is not
+    valid JSON or fails the schema is skipped with one warning naming it."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(root).rglob(FILE)):
         try:
-            strategy.train(stream[0])
-        except Diverged:
-            pass
-        learners.append((strategy, timer, Measurement(spec)))
-    order = random.Random(seed)
-    for round_ in range(repeats):
-        experience = stream[1 + round_ % (len(stream) - 1)] if len(stream) > 1 else stream[0]
-        turns = order.sample(range(len(learners)), len(learners))
-        notify("round", {"round": round_ + 1, "rounds": repeats, "order": [specs[i].strategy for i in turns]})
-        for index in turns:
-            strategy, timer, measured = learners[index]
-            diverged, peak = train_turn(strategy, timer, experience, warmup + steps, cuda)
-            recorded, walls = timer.times[warmup:], timer.walls[warmup:]
-            if not recorded:
-                raise RuntimeError(f"{measured.spec.strategy}: no training iteration was recorded in round {round_ + 1}")
-            measured.step_time_s.append(statistics.median(recorded))
-            measured.step_wall_s.append(statistics.median(walls))
-            measured.diverged |= diverged
-            if peak is not None:
-                measured.cuda_peak_bytes = max(peak, measured.cuda_peak_bytes or 0)
-    for strategy, timer, measured in learners:
-        measured.state_bytes = dict(timer.peak_state or state_bytes(strategy, exclude=(timer,)))
-    return [measured for _, _, measured in learners]
-
-
-def process_peak_rss_mb() -> float | None:
-    """The process's peak resident set (VmHWM) in MB; None where /proc is not there."""
-    try:
-        found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return None
-    return int(found.group(1)) / 1024 if found else None
+            data = json.loads(read_regular_text(path))
+            record = CostRecord.model_validate(data)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            warnings.warn(f"skipping {path}: not a readable JSON file ({err})", stacklevel=2)
+            continue
+        except ValidationError as err:
+            warnings.warn(f"skipping {path}: {_first_error(err)}", stacklevel=2)
+            continue
+        setting = record.setting
+        for row in record.rows:
+            ratio, state = row.ratio_to_reference, row.state_bytes
+            rows.append({
+                "strategy": row.strategy, "suite": setting.suite, "suite_options": options_label(setting.suite_options),
+                "scenario": setting.scenario, "head": setting.head, "backbone": setting.backbone,
+                "batch_size": setting.batch_size, "device": setting.device, "device_name": setting.device_name,
+                "threads": setting.threads, "steps": record.steps, "repeats": record.repeats,
+                "reference": record.reference, "step_time_median_s": row.step_time_median_s,
+                "step_time_s": list(row.step_time_s),
+                "ratio_median": ratio.median, "ratio_low": ratio.low, "ratio_high": ratio.high,
+                "ratio_spread": ratio.spread,
+                **{f"state_bytes_{k}": getattr(state, k) for k in (*STATE_KEYS, "total")},
+                "cuda_peak_bytes": row.cuda_peak_bytes, "rss_peak_mb": row.rss_peak_mb, "path": str(path),
+            })
+    return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -26,7 +26,7 @@ there (the stock data path's rehearsal buffers) counts as its length times the b
 
 What is not counted: activations and the working copies a data loader joins for its minibatches
 (replay's concatenated memory, DER++'s): they live for one experience and are not state. On a GPU
-they are in the allocator's peak (`nlbench.core.cost`). Python numbers (the clock's counters) are not
+they are in the allocator's peak (`nlbench.core.cost_timing`). Python numbers (the clock's counters) are not
 tensors and count nothing. The process's resident memory (RSS) is never used: it holds the
 interpreter, the libraries and the data, and grows with a process's age.
 """
