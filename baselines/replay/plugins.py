@@ -71,7 +71,9 @@ class DeviceReplay(SupervisedPlugin):
     def after_training_exp(self, strategy, **kwargs):
         current = strategy._device_tensors()
         keep = self.mem_size // (len(self.groups) + 1)
-        self.groups = [tuple(t[:keep] for t in group) for group in self.groups]  # groups are stored shuffled
+        # Groups are stored shuffled, so the first rows are a random subset; cloned, because a slice would keep
+        # the group's whole old storage alive (mem_size x (1 + 1/2 + ... + 1/n) rows after n experiences).
+        self.groups = [tuple(t[:keep].clone() for t in group) for group in self.groups]
         self.groups.append(random_rows(current, keep))
 
     def state_dict(self) -> dict:

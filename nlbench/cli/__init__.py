@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from nlbench.cli.common import plain_help, reflow, run_app
+from nlbench.cli.cost import cost_command
 from nlbench.cli.listing import list_command
 from nlbench.cli.report import report_command
 from nlbench.cli.run import run_command
@@ -26,7 +27,7 @@ app = typer.Typer(
 )
 plain_help()
 for _name, _command in (("list", list_command), ("run", run_command), ("sweep", sweep_command), ("tune", tune_command),
-                        ("report", report_command)):
+                        ("cost", cost_command), ("report", report_command)):
     app.command(_name, help=reflow(_command.__doc__))(_command)
 app.command("run-one", hidden=True)(run_one_command)
 

@@ -30,7 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -179,6 +179,25 @@ def blockers(strategy: Any) -> list[str]:
         if not (callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None))):
             found.append(f"plugin {name}")
     return found
+
+
+def state_sources(strategy: Any, exclude: tuple = ()) -> Iterator[tuple[Any, Any]]:
+    """(owner, its state as a checkpoint saves it) for the template and every plugin of the run that
+    holds state, the plugins in `exclude` left out; the state is None for a plugin this module cannot
+    save (`blockers`). `nlbench.core.state_bytes` counts the bytes of the same state."""
+    template = _qualname(_template(strategy))
+    if template in TEMPLATE_ADAPTERS:
+        yield strategy, TEMPLATE_ADAPTERS[template][0](strategy)
+    for plugin in _run_plugins(strategy):
+        name = _qualname(plugin)
+        if name in STATELESS or any(plugin is skipped for skipped in exclude):
+            continue
+        if name in PLUGIN_ADAPTERS:
+            yield plugin, PLUGIN_ADAPTERS[name][0](plugin)
+        elif callable(getattr(plugin, "state_dict", None)):
+            yield plugin, plugin.state_dict()
+        else:
+            yield plugin, None
 
 
 # ------------------------------------------------------------------------------------------------
