@@ -213,12 +213,21 @@ def test_off_regime_rows_leave_the_primary_family(tmp_path):
 
 
 def test_the_report_opens_with_the_answer_then_the_verdicts(store, tmp_path):
+    import subprocess
+    import sys
+
+    cost = subprocess.run([sys.executable, "-m", "nlbench.cli", "cost", "--suite", "split-digits", "--strategy",
+                           "cms,cms-sync,cms-frozen,adam", "--steps", "3", "--repeats", "2", "--out", str(store),
+                           "--name", "cost"], capture_output=True, text=True, timeout=600)
+    assert cost.returncode == 0, cost.stderr[-2000:]
     report = build_report(store, tmp_path / "out")
     text = report.report_md.read_text()
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     assert sections[:2] == ["## Answer", "## Verdicts"]
     assert "**Question.**" in text.split("## Verdicts")[0]
     assert "cms vs cms-frozen (n=5): **helps**" in text  # generated from the primary rows
+    answer = text.split("## Verdicts")[0]
+    assert "step time x" in answer and "paired rounds), state +" in answer, "the cost comes from nlbench cost"
     assert (tmp_path / "out" / "figures" / "answer_period_axis.png").stat().st_size > 1000
     assert (tmp_path / "out" / "tables" / "verdicts.csv").exists()
     assert list((tmp_path / "out" / "figures").glob("verdicts_split-digits*.png"))

@@ -12,7 +12,6 @@ row's cost is the method's median step time over the reference's, measured in th
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,8 @@ def load_cost_table(results_dir: Path) -> Any:
     """Every cost measurement under `results_dir` (an empty frame when there is none)."""
     import pandas as pd
 
-    try:
-        from nlbench.core.cost import load_costs
-    except ImportError:  # TEMP until the cost command is merged
-        return pd.DataFrame()
+    from nlbench.core.cost import load_costs
+
     costs = load_costs(Path(results_dir))
     if costs is None or len(costs) == 0:
         return pd.DataFrame()
@@ -56,9 +53,13 @@ def pair_cost(costs: Any, suite: str, options: str, scenario: str, method: str, 
     a, b = here[here["strategy"] == method], here[here["strategy"] == reference]
     if a.empty or b.empty:
         return None
+    from nlbench.core.cost import summarise_ratio
+
     a, b = a.iloc[-1], b.iloc[-1]
-    ratio = float(a["step_time_median_s"]) / float(b["step_time_median_s"]) if float(b["step_time_median_s"]) > 0 else math.nan
-    return {"step_ratio": ratio, "bytes_diff": int(a["state_bytes_total"]) - int(b["state_bytes_total"]),
+    # the rounds were interleaved, so round r of both strategies shared the machine's state: pair them
+    ratio = summarise_ratio(a["step_time_s"], b["step_time_s"], "iqr", seed=0)
+    return {"step_ratio": ratio["median"], "low": ratio["low"], "high": ratio["high"],
+            "bytes_diff": int(a["state_bytes_total"]) - int(b["state_bytes_total"]),
             "method_bytes": int(a["state_bytes_total"]), "device": a.get("device", "")}
 
 
@@ -66,4 +67,5 @@ def describe_cost(cost: dict[str, Any] | None) -> str:
     if cost is None:
         return "cost not measured (`nlbench cost`)"
     mb = cost["bytes_diff"] / 2**20
-    return f"step time x{cost['step_ratio']:.2f}, state {mb:+.2f} MB"
+    return (f"step time x{cost['step_ratio']:.2f} (IQR {cost['low']:.2f}-{cost['high']:.2f}, paired rounds), "
+            f"state {mb:+.2f} MB")
