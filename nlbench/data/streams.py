@@ -107,6 +107,7 @@ def build_benchmark(
     augment = _augmentation() if suite.augment else None
     streams: dict[str, list] = {}
     source_tensors: dict[str, list] = {"train": [], "test": []}
+    source_ids: dict[str, list] = {"train": [], "test": []}  # base-set index of each image of a subset task
     for split, (x, y) in splits.items():
         experiences = []
         for eid, classes in enumerate(experience_classes):
@@ -118,11 +119,12 @@ def build_benchmark(
             else:
                 keep = torch.isin(y, torch.tensor(classes))
                 x_exp, y_exp = x[keep], y[keep]
+            source = None
             if split == "train" and suite.train_per_task and suite.train_per_task < len(y_exp):
                 # A seeded subset per task (long streams would not fit in memory at 60000 images each).
                 keep = torch.randperm(len(y_exp), generator=torch.Generator().manual_seed(seed * 1000 + eid))
                 keep = keep[:suite.train_per_task].sort().values
-                x_exp, y_exp = x_exp[keep], y_exp[keep]
+                x_exp, y_exp, source = x_exp[keep], y_exp[keep], keep
             if split == "test" and suite.test_per_task and suite.test_per_task < len(y_exp):
                 # A seeded test subset per task, fixed across seeds (the seed changes the permutation, not
                 # which images measure it): T^2 evaluations of a long stream at 10000 images each dominate its time.
@@ -131,6 +133,7 @@ def build_benchmark(
                 x_exp, y_exp = x_exp[keep], y_exp[keep]
             task_label = eid if scenario == "task" else 0
             source_tensors[split].append((x_exp, y_exp, torch.full_like(y_exp, task_label)))
+            source_ids[split].append(source)
             experiences.append(
                 tensor_dataset(
                     x_exp, y_exp,
@@ -144,7 +147,9 @@ def build_benchmark(
 
     bm = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=streams["train"], test=streams["test"])))
     for split, stream in (("train", bm.train_stream), ("test", bm.test_stream)):
-        for experience, tensors in zip(stream, source_tensors[split]):
+        for experience, tensors, ids in zip(stream, source_tensors[split], source_ids[split]):
+            if ids is not None:  # which base images a task drew (train_per_task): hold_out holds out by identity
+                experience.nlbench_source_ids = ids
             # with_classes_timeline stores sets, but Avalanche's own IncrementalClassifier and
             # MultiHeadClassifier index tensors with them, which needs a sequence.
             experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
@@ -159,9 +164,13 @@ def hold_out(benchmark: Benchmark, fraction: float, seed: int) -> Benchmark:
     Experience i holds out the first `round(fraction * n_i)` indices of `randperm(n_i)` (at least one
     example) for validation. The generator is seeded by `seed` and n_i, not by i: experiences built from
     the same images in the same order (permuted or rotated streams) hold out the same images, so no
-    held-out image is trained on under another transformation. The test set is never read by such a
-    run, and no validation example is ever trained on (tests/test_tune.py checks both). Avalanche's
-    subsets keep each dataset's transforms; the validation subsets are put in eval mode (no augmentation).
+    held-out image is trained on under another transformation. When the tasks draw different subsets of
+    the same images (`train_per_task`), positions name different images in different tasks, so the
+    held-out images are chosen by identity instead: every base image gets one seeded uniform score, and
+    an image scoring below `fraction` is held out in every task that draws it (about `fraction * n_i`
+    per task, at least one). The test set is never read by such a run, and no validation example is ever
+    trained on in any task (tests/test_tune.py checks both). Avalanche's subsets keep each dataset's
+    transforms; the validation subsets are put in eval mode (no augmentation).
     """
     import torch
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
@@ -172,20 +181,37 @@ def hold_out(benchmark: Benchmark, fraction: float, seed: int) -> Benchmark:
         raise UserError(f"the validation fraction must be in (0, 1), got {fraction}")
     parts: dict[str, list] = {"train": [], "test": []}
     tensors: dict[str, list] = {"train": [], "test": []}
-    for experience in benchmark.train_stream:
+    ids = [getattr(e, "nlbench_source_ids", None) for e in benchmark.train_stream]
+    scores = None
+    if all(i is not None for i in ids) and ids:
+        size = int(max(int(i.max()) for i in ids)) + 1
+        scores = torch.rand(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + 17))
+    held_ids: dict[str, list] = {"train": [], "test": []}
+    for experience, base_ids in zip(benchmark.train_stream, ids):
         n = len(experience.dataset)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + n))
-        n_val = min(n - 1, max(1, round(fraction * n)))
-        indices = {"test": order[:n_val].sort().values, "train": order[n_val:].sort().values}
+        if scores is not None:
+            held = scores[base_ids] < fraction
+            if not held.any():  # at least one validation example
+                held[int(torch.argmin(scores[base_ids]))] = True
+            if held.all():
+                held[int(torch.argmax(scores[base_ids]))] = False
+            indices = {"test": held.nonzero().flatten(), "train": (~held).nonzero().flatten()}
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + n))
+            n_val = min(n - 1, max(1, round(fraction * n)))
+            indices = {"test": order[:n_val].sort().values, "train": order[n_val:].sort().values}
         source = getattr(experience, "nlbench_tensors", None)
         for split, idx in indices.items():
             subset = experience.dataset.subset(idx.tolist())
             parts[split].append(subset.eval() if split == "test" else subset)
             tensors[split].append(None if source is None else tuple(t[idx] for t in source))
+            held_ids[split].append(None if base_ids is None else base_ids[idx])
     bm = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=parts["train"], test=parts["test"])))
     for split, stream in (("train", bm.train_stream), ("test", bm.test_stream)):
-        for experience, held in zip(stream, tensors[split]):
+        for experience, held, base in zip(stream, tensors[split], held_ids[split]):
             experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
             if held is not None:
                 experience.nlbench_tensors = held
+            if base is not None:
+                experience.nlbench_source_ids = base
     return Benchmark(benchmark.suite, benchmark.scenario, bm.train_stream, bm.test_stream, benchmark.experience_classes)
