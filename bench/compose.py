@@ -1,6 +1,7 @@
 """Cost of the composition `cms+deep-l2gd` against its parts, measured side by side in one process.
 
-    python bench/compose.py [--workloads digits,fmnist] [--alpha 1e-4,1e-2] [--repeats 256] [--profile]
+    python bench/compose.py [--workloads digits,fmnist] [--bases adam,sgd,sgd-fused] [--alpha 1e-4,1e-2]
+                            [--repeats 256] [--profile]
 
 What is timed: one training step (zero_grad, forward, backward, optimizer step) of four optimizers on
 the SAME network, the CMS version of the suite's MLP (`cms_variant`, 3 levels, periods 1, 8, 64 by
@@ -17,8 +18,10 @@ windows; the Gram recording and projection), so a composition that adds nothing 
 
     t(cms) + t(deep-l2gd) - t(base)          and the printed ratio is  t(cms+deep-l2gd) / that.
 
-Ratio 1: the composition costs exactly its parts. The clock makes the slow levels skip most Adam
-steps, so t(cms) < t(base) is normal and the sum can be below t(deep-l2gd).
+Ratio 1: the composition costs exactly its parts; target at most 1.05x. The clock makes the slow
+levels skip most Adam steps, so t(cms) < t(base) is normal and the sum can be below t(deep-l2gd).
+With `--bases sgd` or `sgd-fused` the base is torch's SGD (lr 1e-2), cms clocks it, and DeepL2GD runs
+on that base (sgd-fused: the projection inside the SGD step, strategies/deep_l2gd/fused.py).
 
 Protocol (as bench/clocks.py and bench/optimizers.py): one torch thread, each step clocked in the
 thread's CPU time (time.thread_time), so a step preempted by another process on a shared machine is
