@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -948,6 +949,74 @@ def test_fused_layers_carry_the_regularised_gradient_copies_run_plain_and_close_
         DeepL2GD(copy.deepcopy(net), base="adam", fused=True)
     with pytest.raises(ValueError, match="fused=True needs"):
         DeepL2GD(copy.deepcopy(net), base="sgd", momentum=0.9, fused=True)
+
+
+def _clocked_pair(seed, d_in, hidden, periods, alpha, lr, gram_norm):
+    """cms+deep-l2gd's optimizer, unfused (base="sgd") and fused: one DeepL2GD per clock level of a
+    three-level chain (nl-math.md 4.2), the head fast."""
+    from nlbench.strategies.cms.clocks import ClockedOptimizer
+    from nlbench.strategies.cms.wiring import wire_clocks
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.Tanh(),
+                        nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 3)).to(DT)
+    twin = copy.deepcopy(net)
+    by = {"0.*": 0, "2.*": 1, "4.*": 2}
+    pair = []
+    for model, fused in ((net, False), (twin, True)):
+        def factory(m, params, fused=fused):
+            return DeepL2GD(m, lr=lr, alpha=alpha, base="sgd", gram_norm=gram_norm, params=params, fused=fused)
+        pair += [model, ClockedOptimizer(wire_clocks(model, periods, by=by), factory, model=model)]
+    return pair
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), d_in=st.integers(2, 16), hidden=st.integers(2, 12), batch=st.integers(1, 12),
+       periods=st.sampled_from([(1, 2, 3), (1, 3, 8), (2, 5, 5)]), alpha=st.sampled_from([1e-4, 1e-2, 0.3, 2.0]),
+       lr=st.sampled_from([0.0, 1e-3, 0.1]), gram_norm=st.sampled_from(["none", "trace"]),
+       accumulate=st.booleans())
+def test_clocked_fused_sgd_equals_the_clocked_unfused_step(seed, d_in, hidden, batch, periods, alpha, lr, gram_norm,
+                                                         accumulate):
+    """Property (cms+deep-l2gd, base=sgd-fused): under a clock, a slow level's window spans many steps;
+    the fused trajectory equals the unfused one to float64 rounding, however long the window (short:
+    the chunks are kept; d_in rows or more: their Gram), with or without two backwards per step, and
+    over partial windows at the end."""
+    unfused_net, unfused, fused_net, fused = _clocked_pair(seed, d_in, hidden, periods, alpha, lr, gram_norm)
+    g = gen(seed)
+    for _ in range(2 * math.lcm(*periods) + 1):
+        x1, x2 = torch.randn(batch, d_in, generator=g, dtype=DT) * 2, torch.randn(batch, d_in, generator=g, dtype=DT)
+        y1, y2 = torch.randint(3, (batch,), generator=g), torch.randint(3, (batch,), generator=g)
+        for net, opt in ((unfused_net, unfused), (fused_net, fused)):
+            opt.zero_grad()
+            _loss(net, x1, y1).backward()
+            if accumulate:
+                _loss(net, x2, y2).backward()
+            opt.step()
+    for a, b in zip(unfused_net.parameters(), fused_net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a - b).abs().max()
+    assert all(b.counters["full"] == b.counters["lowrank"] == 0 for b in fused.bases)  # never the unfused path
+    assert fused.level_updates == unfused.level_updates
+
+
+def test_clocked_fused_slow_level_keeps_a_gram_not_its_window():
+    """A fused slow layer whose window outgrows d_in rows keeps X^T X of its window, not every X (the
+    guard over the growing window at every backward made cms+deep-l2gd with base=sgd-fused 2x its parts,
+    bench/compose.py), and its trajectory still equals the unfused one."""
+    unfused_net, unfused, fused_net, fused = _clocked_pair(0, 6, 5, (1, 16, 16), alpha=0.3, lr=0.1, gram_norm="none")
+    g = gen(0)
+    slow = fused_net[2].weight
+    for step in range(1, 25):
+        x, y = torch.randn(4, 6, generator=g, dtype=DT) * 2, torch.randint(3, (4,), generator=g)
+        for net, opt in ((unfused_net, unfused), (fused_net, fused)):
+            opt.zero_grad()
+            _loss(net, x, y).backward()
+            opt.step()
+        state = fused.bases[1].state[slow]
+        if step in (12, 24):  # 48 rows and 32 rows into windows of 64: folded into the Gram
+            assert state["fused_gram"].shape == (5, 5) and len(state["fused_chunks"]) <= 1
+    for a, b in zip(unfused_net.parameters(), fused_net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a - b).abs().max()
+    assert fused.level_updates == [24, 1, 1]
 
 
 def test_sgd_fused_is_a_base_choice_of_the_registration(digits):

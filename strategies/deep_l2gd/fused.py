@@ -26,6 +26,13 @@ plain SGD is per-layer overhead, not products: the Python Function (one frame ea
 step), the N x d_out passes Y = Z + b and Gbar + k Z (written into Z's buffer), one dot for ||X||^2
 and the ledger. Hence no forward hook on a fused layer and one cached coefficient per window.
 
+A window that spans steps (a clock's slow level in `cms+deep-l2gd`, gradient accumulation): its final
+coefficient c/N is known only at the step, so every chunk recorded after its first backward books
+k = 0 (no guard at backward), and those chunks are kept as their Gram sum X^T X once they hold d_in
+rows: the window costs what the unfused path's does (one X^T X per chunk, one W G at the step) in
+d_in x d_in memory. Computing the guard over the whole growing window at every backward instead made
+the composed step 2.1x the sum of its parts (bench/compose.py, split-fmnist CMS, alpha 1e-2).
+
 FusedMixin is one of the parts DeepL2GD (optimizer.py) is assembled from; it is active with
 ``fused=True`` (registration: ``base="sgd-fused"``).
 """
@@ -69,6 +76,8 @@ class _DeltaLinear(torch.autograd.Function):
         else:
             chunks.append(entry)
             st["fused_rows"] += x.shape[0]
+            if "fused_bwd" in st:  # the window outlives a backward: a clock's slow level, gradient accumulation
+                opt._spanning_window(st, weight.shape[1])
         z = x @ weight.T
         ctx.save_for_backward(x, weight)
         # z is a plain attribute, not a saved tensor, so that backward can write Gbar + k Z into its
@@ -84,7 +93,11 @@ class _DeltaLinear(torch.autograd.Function):
         gx = gy @ weight if needs[0] else None
         gw = None
         if needs[1]:
-            k = ctx.opt._fused_k(ctx.st, weight)
+            st = ctx.st
+            # in a window that spans steps every k but the final one is corrected at the step anyway, so
+            # none is computed (the guard over a growing window at every backward was O(window) each)
+            k = 0.0 if "fused_spans" in st else ctx.opt._fused_k(st, weight)
+            st["fused_bwd"] = True
             ctx.entry[1] += k  # what this chunk's term in .grad carries (summed if backward runs twice)
             if k == 0.0:
                 gw = gy.T @ x
@@ -152,14 +165,45 @@ class FusedMixin:
         cached = st.get("fused_c")
         if cached is not None and cached[1] == n:
             return cached
-        chunks = st["fused_chunks"]
-        # a single chunk: the same dot on the same X as the unfused path, so the same trace bit for bit
-        trace = float(chunks[0][2] if len(chunks) == 1 else sum(e[2] for e in chunks)) / n
-        lam_of = lambda v, iters: lambda_max_power_iteration(  # noqa: E731
-            x=torch.cat([e[0] for e in chunks]), count=n, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
+        chunks, gram = st["fused_chunks"], st.get("fused_gram")
+        if gram is None:
+            # a single chunk: the same dot on the same X as the unfused path, so the same trace bit for bit
+            trace = float(chunks[0][2] if len(chunks) == 1 else sum(e[2] for e in chunks)) / n
+            lam_of = lambda v, iters: lambda_max_power_iteration(  # noqa: E731
+                x=torch.cat([e[0] for e in chunks]), count=n, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
+        else:
+            trace = float(sum((e[2] for e in chunks), st["fused_gram_dot"])) / n
+
+            def lam_of(v, iters):
+                window = gram.clone()
+                for x, _, _ in chunks:
+                    window.addmm_(x.T, x)
+                return lambda_max_power_iteration(window / n, v=v, iters=iters, exact_max_dim=self.exact_max_dim)
         a_eff, lam, scale = self._guard(st, self._group_of(w), trace, w.shape[1], lam_of)
         cached = st["fused_c"] = (a_eff * scale, n, (a_eff, lam, scale, trace))
         return cached
+
+    def _spanning_window(self, st: dict, d_in: int) -> None:
+        """A chunk was recorded after a backward of the same open window: the window spans steps (a
+        clock's slow level, gradient accumulation). From now on its backwards book k = 0, and the
+        chunks whose .grad carries no k are projected at the step by c/N; once they hold d_in rows or
+        more, they are kept as their Gram sum X^T X (one product per chunk, as the unfused path
+        records) instead of as X, so the step costs one W G and the memory stays d_in x d_in however
+        long the window."""
+        st["fused_spans"] = True
+        chunks, gram = st["fused_chunks"], st.get("fused_gram")
+        plain = [e for e in chunks if e[1] == 0.0]
+        if gram is None:
+            if sum(e[0].shape[0] for e in plain) < d_in:
+                return
+            x = plain[0][0]
+            gram = st["fused_gram"] = x.new_zeros(d_in, d_in)
+            st["fused_gram_dot"] = x.new_zeros(())
+        dot = st["fused_gram_dot"]
+        for x, _, xx in plain:
+            gram.addmm_(x.T, x)
+            dot.add_(xx)
+        st["fused_chunks"] = [e for e in chunks if e[1] != 0.0]
 
     @staticmethod
     def _k(c: float, n: int, lr: float) -> float:
@@ -179,17 +223,24 @@ class FusedMixin:
         if chunks is None:
             return None
         c, n, (a_eff, lam, scale, trace) = self._fused_coefficient(st, w)
-        del st["fused_chunks"], st["fused_rows"], st["fused_c"]
+        chunks = st["fused_chunks"]  # _spanning_window may have replaced the list
+        gram = st.pop("fused_gram", None)
+        for key in ("fused_chunks", "fused_rows", "fused_c", "fused_gram_dot", "fused_bwd", "fused_spans"):
+            st.pop(key, None)
         lr = float(self._group_of(w)["lr"])
         k_final = self._k(c, n, lr)
         # the common case (lr > 0, one backward per chunk with the final k): nothing to correct
         todo = [(x, c / n - lr * k) for x, k, _ in chunks if not (lr > 0.0 and k == k_final)]
         todo = [(x, d) for x, d in todo if d != 0.0]
-        if todo:
+        folded = gram is not None and c != 0.0  # chunks with k = 0 in their .grad, folded into their Gram
+        if todo or folded:
             with torch.no_grad():
-                # Z_j = X_j W^T at the W of the forward pass: all of them before W moves
+                # Z_j = X_j W^T (and W G) at the W of the forward pass: all of them before W moves
                 zs = [x @ w.T for x, _ in todo]
+                wg = w @ gram if folded else None
                 for (x, d), z in zip(todo, zs):
                     w.addmm_(z.T, x, alpha=-d)
-        self.counters["fused_corrected" if todo else "fused"] += 1
+                if wg is not None:
+                    w.sub_(wg, alpha=c / n)
+        self.counters["fused_corrected" if todo or folded else "fused"] += 1
         return {"alpha_eff": a_eff, "lambda_max": lam, "rows": n, "path": "fused", "trace": trace * scale}
