@@ -9,6 +9,7 @@ import typer
 
 from nlbench.cli.common import LogDirOption, LogOption, console, parse_hparams, split_list, tracking_option, user_errors
 from nlbench.cli.run_progress import RunProgress
+from nlbench.core.signals import terminate_as_interrupt
 
 
 def run_command(
@@ -42,9 +43,9 @@ def run_command(
     """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table.
 
     Exit code 0 when every run completed or diverged (divergence is a result), 1 when a run failed
-    (its error is stored and printed), 2 on bad input.
+    (its error is stored and printed), 2 on bad input, 130 on Ctrl-C or SIGTERM (finished runs are kept).
     """
-    with user_errors():
+    with user_errors(), terminate_as_interrupt():
         from nlbench.commands.run import plan_specs, run_specs
         from nlbench.core.device import check_device, resolve_device
         from nlbench.core.store import check_writable

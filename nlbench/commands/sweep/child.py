@@ -39,6 +39,11 @@ def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, d
 
     Raises UserError when the file cannot be read or does not describe a run, or the store is not writable.
     """
+    from nlbench.core.signals import accept_interrupts
+
+    # The driver stops this run with SIGINT: take it even if the driver was started with SIGINT
+    # ignored (in the background by a shell script), which every child inherits.
+    accept_interrupts()
     if watch_parent:
         _exit_when_orphaned()
     try:
