@@ -77,6 +77,7 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
     trained here checkpoints after each experience into its run directory and resumes from there."""
     from nlbench.core.checkpoint import checkpoint_dir, discard
     from nlbench.core.runner import run_one
+    from nlbench.core.signals import deferred
     from nlbench.core.store import (
         claim_holder, claim_run, describe_holder, finished_result, process_identity, run_dir, wait_for_claim,
         write_run,
@@ -112,8 +113,9 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
 
                     result = {**run_one(spec, benchmark=benchmark, progress=on_run_event, tracking=tracking,
                                         checkpoint_dir=checkpoint_dir(run_dir(out, spec))), **process_identity()}
-                    write_run(out, spec, result)
-                    discard(run_dir(out, spec))
+                    with deferred():  # a Ctrl-C here still leaves the stored run without its checkpoints
+                        write_run(out, spec, result)
+                        discard(run_dir(out, spec))
                     outcomes.append(RunOutcome(spec, result, False))
                     events("finished", {**where, "result": result, "cached": False})
                     continue
