@@ -239,6 +239,10 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
         elif key == "seeds":
             value = parse_seeds(value)
         setattr(settings, key, value)
+    if settings.log:  # the trackers' directory is usable: one line now, not a failed run after the data loaded
+        from nlbench.core.tracking import check_log_dir
+
+        check_log_dir(settings.log_dir or "logs")
     if settings.executor not in EXECUTORS:
         raise UserError(f"unknown executor {echo(settings.executor)}; valid: {', '.join(EXECUTORS)}")
     if settings.name is not None:

@@ -1,0 +1,63 @@
+"""The last hostile inputs (issue 26): each is one `error:` line and exit code 2 before any data loads, and
+nothing is written.
+
+- `--log-dir` naming a file, a path under a file, or a directory that cannot be written (run and sweep;
+  `tune` has no trackers);
+- a nonzero number that becomes 0 or inf as a float (`lr=1e-400`, `1e400`) in `--hp`, `--grid`,
+  `--suite-option` and sweep files;
+- `--probes` on strategies without clock levels;
+- a grid too large to plan.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nlbench.cli import app
+
+runner = CliRunner()
+
+
+def _one_error_line(result, *needles: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output and "loaded" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    """A directory this process cannot create anything in (root writes through file modes: /proc then)."""
+    if os.geteuid() == 0:
+        return Path("/proc/nlbench-logs")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    return locked / "logs"
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize("where", ["file", "under-file", "unwritable"])
+def test_a_log_dir_that_cannot_hold_logs_is_one_line_before_any_data_loads(tmp_path, command, where):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    log_dir = {"file": afile, "under-file": afile / "logs", "unwritable": _unwritable(tmp_path)}[where]
+    out = tmp_path / "results"
+    result = runner.invoke(app, [command, "--strategy", "adam", "--epochs", "1", "--device", "cpu", "--log", "csv",
+                                 "--log-dir", str(log_dir), "--out", str(out)])
+    _one_error_line(result, "--log-dir", {"file": "is a file", "under-file": "which is a file",
+                                          "unwritable": "is not writable"}[where])
+    assert not out.exists() and afile.read_text() == ""
+    assert {p.name for p in tmp_path.iterdir()} <= {"afile", "locked"}  # nothing written, no probe left
+
+
+def test_a_log_dir_in_a_sweep_file_is_checked_too(tmp_path):
+    (tmp_path / "afile").write_text("")
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"strategy: adam\nlog: csv\nlog_dir: {tmp_path / 'afile'}\n")
+    _one_error_line(runner.invoke(app, ["sweep", "--config", str(config), "--dry-run"]), "--log-dir", "is a file")
