@@ -61,3 +61,42 @@ def test_a_log_dir_in_a_sweep_file_is_checked_too(tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"strategy: adam\nlog: csv\nlog_dir: {tmp_path / 'afile'}\n")
     _one_error_line(runner.invoke(app, ["sweep", "--config", str(config), "--dry-run"]), "--log-dir", "is a file")
+
+
+# --------------------------------------------------------------------------------------------------
+# Numbers that a float cannot hold
+
+
+@pytest.mark.parametrize("literal, how", [("1e-400", "underflows to 0.0"), ("-2.5e-999", "underflows to 0.0"),
+                                          ("1e400", "overflows to inf"), ("1_0e400", "overflows to inf")])
+@pytest.mark.parametrize("command", [
+    ["run", "--strategy", "adam", "--hp", "lr={}"],
+    ["sweep", "--strategy", "adam", "--grid", "lr=1e-3,{}", "--dry-run"],
+    ["run", "--suite", "bigram-shift", "--strategy", "adam", "--suite-option", "mix={}"],
+    ["sweep", "--suite", "bigram-shift", "--strategy", "adam", "--suite-option", "mix={}", "--dry-run"],
+], ids=["run-hp", "sweep-grid", "run-suite-option", "sweep-suite-option"])
+def test_a_nonzero_literal_that_a_float_rounds_to_0_or_inf_is_one_line(tmp_path, command, literal, how):
+    args = [a.format(literal) for a in command] + ["--out", str(tmp_path / "results")]
+    _one_error_line(runner.invoke(app, args), f"{literal} is", how)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("name, text", [
+    ("sweep.yaml", "strategy: adam\ngrid:\n  lr: [1.0e-3, 1.0e-400]\n"),  # a YAML float (PyYAML needs the dot)
+    ("sweep.yaml", "strategy: adam\ngrid:\n  lr: [1e-400]\n"),  # PyYAML reads this one as text
+    ("sweep.toml", 'strategy = "adam"\n[grid]\nlr = [1e-400]\n'),
+    ("sweep.json", '{"strategy": "adam", "grid": {"lr": [1e400]}}'),
+    ("sweep.yaml", "strategy: adam\nsuite: bigram-shift\nsuite_options:\n  mix: 1.0e-400\n"),
+])
+def test_a_float_that_underflows_or_overflows_in_a_sweep_file_is_one_line(tmp_path, name, text):
+    config = tmp_path / name
+    config.write_text(text)
+    line = _one_error_line(runner.invoke(app, ["sweep", "--config", str(config), "--dry-run"]), "as a float")
+    assert "e-400" in line or "e400" in line
+
+
+def test_zero_and_small_representable_values_are_still_accepted():
+    from nlbench.core.registry import declared_hparams
+
+    lr = declared_hparams("adam")["lr"]
+    assert lr.parse("0") == 0.0 and lr.parse("0e-400") == 0.0 and lr.parse("1e-310") == 1e-310  # subnormal, not 0

@@ -21,7 +21,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from nlbench.errors import UserError
+from nlbench.errors import UserError, exact_float
 
 # --------------------------------------------------------------------------------------------------
 # Hyperparameters
@@ -58,7 +58,7 @@ class HParam:
         text = str(text).strip()
         try:
             if self.kind == "float":
-                value: Any = float(text)
+                value: Any = exact_float(text, f"{self.name}=")
             elif self.kind == "int":
                 value = int(text)
             elif self.kind == "bool":
