@@ -59,7 +59,12 @@ def run_command(
         tracking = tracking_option(log, log_dir)
         # Validate everything before torch loads (the device is only known once it has): bad input
         # is answered in well under a second.
-        plan_specs(suite, names, overrides, device="cpu", name=name, **fields)
+        checked = plan_specs(suite, names, overrides, device="cpu", name=name, **fields)
+        unprobed = list(dict.fromkeys(s.strategy for s in checked if probes and not s.probes))
+        if unprobed:
+            from nlbench.core.registry import probes_note
+
+            typer.echo(f"note: {probes_note(unprobed)}", err=True)
         with RunProgress() as progress:
             progress.starting()
             specs = plan_specs(suite, names, overrides, device=str(resolve_device(device)), name=name, **fields)

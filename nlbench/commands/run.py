@@ -47,8 +47,9 @@ def plan_specs(
 ) -> list[Any]:
     """One validated RunSpec per strategy. An override applies to the strategies that declare it, so
     `--hp mem_size=500` can go with a list of strategies; a key that none declares is an error.
+    `probes` applies to the strategies with clock levels (an error when none has them).
     `device` is the resolved device name (it is part of the spec)."""
-    from nlbench.core.registry import declared_hparams
+    from nlbench.core.registry import declared_hparams, probe_targets
     from nlbench.core.spec import resolve_spec
     from nlbench.core.store import check_run_name
 
@@ -62,8 +63,9 @@ def plan_specs(
         raise UserError(f"unknown hyperparameter {unknown[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
     if name is not None:
         check_run_name(name)
+    probed = set(probe_targets(names)[0]) if fields.get("probes") else set()
     return [
-        resolve_spec(suite, n, device=device, name=name, **fields,
+        resolve_spec(suite, n, device=device, name=name, **{**fields, "probes": n in probed},
                      hparams={k: v for k, v in overrides.items() if k in declared[n]})
         for n in names
     ]

@@ -275,6 +275,31 @@ def declared_hparams(name: str) -> dict[str, HParam]:
     return declared
 
 
+def has_clock_levels(name: str) -> bool:
+    """Whether a (composite) strategy trains with clock levels (`--probes` measures them): one of its
+    components declares clock `periods` (cms, clocked-adam, hope and their controls)."""
+    return "periods" in declared_hparams(name)
+
+
+def probe_targets(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`--probes` over `names`: (the strategies with clock levels, those without). Raises UserError when
+    none has clock levels: the probes would measure nothing."""
+    clocked = [name for name in names if has_clock_levels(name)]
+    unclocked = [name for name in names if name not in clocked]
+    if not clocked:
+        which = "has" if len(unclocked) == 1 else "have"
+        known = ", ".join(n for n in strategies() if has_clock_levels(n))
+        raise UserError(f"--probes: {', '.join(unclocked)} {which} no clock levels to probe; strategies with clock "
+                        f"levels: {known} (and their compositions, e.g. cms+replay)")
+    return clocked, unclocked
+
+
+def probes_note(unclocked: Sequence[str]) -> str:
+    """The line that says which strategies run without `--probes`."""
+    return f"--probes: {', '.join(unclocked)} {'has' if len(unclocked) == 1 else 'have'} no clock levels to probe; " \
+           "run without probes"
+
+
 def resolve_hparams(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in and overrides validated; unknown keys raise UserError naming the valid ones."""
     declared = declared_hparams(name)

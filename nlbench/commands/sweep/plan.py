@@ -81,10 +81,12 @@ class PlannedRun:
 
 def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
     """Every run of the sweep as a resolved, validated spec; seed-major; repeated specs dropped."""
+    from nlbench.core.registry import probe_targets
     from nlbench.core.registry import strategies as registered
     from nlbench.core.spec import resolve_spec
 
     names = list(settings.strategy) if settings.strategy else list(registered())
+    probed = set(probe_targets(names)[0]) if settings.probes else set()
     points = expand_grid(names, settings.grid)
     planned: dict[str, PlannedRun] = {}
     for seed in settings.seeds:
@@ -95,7 +97,7 @@ def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
                 batch_size=settings.batch_size, hparams=point, name=settings.name, protocol=settings.protocol,
                 **{key: value for key in ("data_path", "amp") if (value := getattr(settings, key)) is not None},
                 compile=settings.compile, channels_last=settings.channels_last,
-                suite_options=settings.suite_options, eval_every=settings.eval_every, probes=settings.probes,
+                suite_options=settings.suite_options, eval_every=settings.eval_every, probes=name in probed,
             )
             planned.setdefault(spec.run_id, PlannedRun(spec, tuple(point.items())))
     return list(planned.values())

@@ -121,6 +121,11 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
             executor.tracking = make_tracking(settings.log, Path(settings.log_dir or "logs").resolve())
         if not planned:
             raise UserError("the sweep is empty")
+        unprobed = list(dict.fromkeys(r.spec.strategy for r in planned if settings.probes and not r.spec.probes))
+        if unprobed:
+            from nlbench.core.registry import probes_note
+
+            view.message(f"note: {probes_note(unprobed)}")
         # The done markers' stamps as read now: a run another process stores after this point is
         # recognised by the executor and taken as it is, not trained again.
         done_before = {run.spec.run_id: done_stamp(out, run.spec) for run in planned}
