@@ -52,6 +52,14 @@ class SuiteOption:
     high: float | None = None
     choices: tuple[str, ...] = ()
 
+    def listing(self) -> str:
+        """`name=default`, then the valid values: every choice, or the range (`nlbench list` shows it)."""
+        if self.choices:
+            return f"{self.name}={self.default} (one of {', '.join(self.choices)})"
+        if self.low is not None:
+            return f"{self.name}={self.default} ({self.kind} in [{self.low:g}, {self.high:g}])"
+        return f"{self.name}={self.default}"
+
     def parse(self, raw: Any, suite: str) -> Any:
         bad = UserError(f"suite option {self.name}={raw!r} is not valid for {suite}: {self.help}"
                         + (f"; valid: {', '.join(self.choices)}" if self.choices else
