@@ -100,3 +100,37 @@ def test_zero_and_small_representable_values_are_still_accepted():
 
     lr = declared_hparams("adam")["lr"]
     assert lr.parse("0") == 0.0 and lr.parse("0e-400") == 0.0 and lr.parse("1e-310") == 1e-310  # subnormal, not 0
+
+
+# --------------------------------------------------------------------------------------------------
+# A grid too large to plan
+
+
+def test_a_grid_too_large_to_plan_is_one_line_before_it_is_expanded(tmp_path):
+    """1000 lr x 1000 weight_decay x seeds 0-999 (10^9 runs) once hung with memory rising. A subprocess
+    with a timeout, so a regression fails instead of hanging the test run."""
+    import subprocess
+
+    import yaml
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({"strategy": "adam", "seeds": "0-999", "grid": {
+        "lr": [1e-5 * (i + 1) for i in range(1000)], "weight_decay": [1e-6 * (i + 1) for i in range(1000)]}}))
+    done = subprocess.run(["nlbench", "sweep", "--config", str(config), "--dry-run", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: the sweep plans 1,000,000,000 runs (adam: 1000 lr x 1000 weight_decay x 1000 seeds)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_run_count_is_checked_across_strategies_and_an_axis_is_bounded_before_parsing():
+    from nlbench.commands.sweep.plan import MAX_RUNS, expand_grid
+    from nlbench.errors import UserError
+
+    lrs = ",".join(f"{1e-4 * (i + 1):g}" for i in range(400))
+    assert len(expand_grid(["adam", "sgd"], {"lr": lrs}, seeds=MAX_RUNS // 800)) == 800  # exactly at the cap
+    with pytest.raises(UserError, match=r"plans 100,\d{3} runs"):
+        expand_grid(["adam", "sgd"], {"lr": lrs}, seeds=MAX_RUNS // 800 + 1)
+    with pytest.raises(UserError, match="lr has 100,001 values or more"):
+        expand_grid(["adam"], {"lr": ["1e-3"] * (MAX_RUNS + 1)})
