@@ -134,3 +134,23 @@ def test_the_run_count_is_checked_across_strategies_and_an_axis_is_bounded_befor
         expand_grid(["adam", "sgd"], {"lr": lrs}, seeds=MAX_RUNS // 800 + 1)
     with pytest.raises(UserError, match="lr has 100,001 values or more"):
         expand_grid(["adam"], {"lr": ["1e-3"] * (MAX_RUNS + 1)})
+
+
+# --------------------------------------------------------------------------------------------------
+# `log:` in a sweep file (found by test_faults' random sweep-file structures; pinned here)
+
+
+@pytest.mark.parametrize("value", ["false", "[]", "null"])
+def test_a_sweep_file_with_log_false_plans_without_trackers(tmp_path, value):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"strategy: adam\nlog: {value}\n")
+    result = runner.invoke(app, ["sweep", "--config", str(config), "--dry-run", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "1 runs (1 configuration(s) x 1 seed(s))" in result.output
+
+
+@pytest.mark.parametrize("value", ["true", "5", "{csv: 1}"])
+def test_a_sweep_file_with_log_not_a_tracker_list_is_one_line(tmp_path, value):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"strategy: adam\nlog: {value}\n")
+    _one_error_line(runner.invoke(app, ["sweep", "--config", str(config), "--dry-run"]), "--log expects tracker names")

@@ -54,10 +54,12 @@ class Tracking:
 def parse_trackers(values: Optional[Iterable[Any]]) -> tuple[str, ...]:
     """`--log tensorboard --log csv` or `--log tensorboard,csv` (or a sweep file's list) -> the distinct
     trackers in order. Raises UserError for an unknown name or a tracker whose library is missing."""
-    if values is None:
+    if values is None or values is False:  # a sweep file's `log: false`: no trackers
         return ()
     if isinstance(values, str):
         values = [values]
+    elif not isinstance(values, (list, tuple)):
+        raise UserError(f"--log expects tracker names ({', '.join(TRACKERS)}) or false, got {values!r}")
     kinds: dict[str, None] = {}
     for value in values:
         if not isinstance(value, str):
