@@ -77,6 +77,9 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
     `started`, `experience` (index), `finished` (result); each carries `spec` and `index`/`total`.
     `tracking` (`nlbench.core.tracking.Tracking`) logs the runs trained here to experiment trackers; a run
     trained here checkpoints after each experience into its run directory and resumes from there."""
+    from nlbench.data.vision import import_torchvision
+
+    import_torchvision()  # before Avalanche imports it: a mismatched torch/torchvision pair is one line
     from nlbench.core.checkpoint import checkpoint_dir, discard
     from nlbench.core.runner import run_one
     from nlbench.core.signals import deferred

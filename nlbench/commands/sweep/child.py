@@ -59,6 +59,9 @@ def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, d
 
     import torch
 
+    from nlbench.data.vision import import_torchvision
+
+    import_torchvision()  # a mismatched torch/torchvision pair: one line, not a traceback
     from nlbench.core.checkpoint import checkpoint_dir, discard
     from nlbench.core.runner import run_one
     from nlbench.core.store import check_writable, process_identity, run_dir, write_run

@@ -66,6 +66,9 @@ def local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
 def check_data(settings: SweepSettings) -> None:
     """Fail before any run starts when the suite's data is missing (and download it once, here,
     rather than in every subprocess at once)."""
+    from nlbench.data.vision import import_torchvision
+
+    import_torchvision()  # the runs import it: a mismatched torch/torchvision pair is one line here, once
     from nlbench.data.readers import load_arrays, resolve_data_root
     from nlbench.data.suites import get_suite
 

@@ -1,0 +1,39 @@
+"""What a new user hit (issue 26, item 8), each answered in one line or shown at once:
+
+- a torch/torchvision pair that does not fit (`operator torchvision::nms does not exist`);
+- `--suite split-cifar` with no data and no network: no minute of download retries, and the message names
+  NLBENCH_OFFLINE=1;
+- the progress shown on a pipe: the loading line at once, and no time-left estimate across strategies of
+  very different cost.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "NLBENCH_OFFLINE": "1"}
+
+
+def test_a_torchvision_that_does_not_fit_torch_is_one_line_naming_the_fix(tmp_path):
+    """A real torchvision whose compiled operators cannot load: the installed package copied without
+    its ops library (`_C*.so`), first on PYTHONPATH. Importing it raises the very error a torchvision
+    of another build raises (checked by hand with torchvision 0.20.1's wheel beside torch 2.14)."""
+    installed = Path(importlib.util.find_spec("torchvision").submodule_search_locations[0])
+    shutil.copytree(installed, tmp_path / "site" / "torchvision", ignore=shutil.ignore_patterns("_C*.so", "_C*.pyd"))
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    broken = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True, env=env, timeout=120)
+    assert "operator torchvision::nms does not exist" in broken.stderr  # the real failure, not a stand-in
+    for command in (["run"], ["sweep"]):
+        done = subprocess.run(["nlbench", *command, "--strategy", "adam", "--epochs", "1", "--device", "cpu",
+                               "--out", str(tmp_path / "results")], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in done.stderr and last.startswith("error: torchvision ")
+        assert "operator torchvision::nms does not exist" in last and "reinstall both from one index" in last
