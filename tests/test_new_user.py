@@ -37,3 +37,27 @@ def test_a_torchvision_that_does_not_fit_torch_is_one_line_naming_the_fix(tmp_pa
         last = done.stderr.strip().splitlines()[-1]
         assert "Traceback" not in done.stderr and last.startswith("error: torchvision ")
         assert "operator torchvision::nms does not exist" in last and "reinstall both from one index" in last
+
+
+def test_missing_cifar_with_an_unresolvable_host_fails_at_once_and_names_nlbench_offline(tmp_path, monkeypatch):
+    """The download host is one that never resolves (RFC 2606's .invalid), so the test is the same with
+    or without a network: no download is attempted, and the one line names NLBENCH_OFFLINE=1."""
+    from nlbench.data import readers
+    from nlbench.errors import DataUnavailable
+
+    monkeypatch.delenv("NLBENCH_OFFLINE", raising=False)
+    monkeypatch.setattr(readers._CIFAR10, "url", "https://nlbench-test.invalid/cifar-10-python.tar.gz")
+    for train in (True, False):
+        with pytest.raises(DataUnavailable) as caught:
+            readers.load_arrays("cifar10", tmp_path / "data", train=train, download=True)
+        message = str(caught.value)
+        assert "No download was attempted: nlbench-test.invalid cannot be resolved" in message
+        assert "set NLBENCH_OFFLINE=1" in message and "\n" not in message
+    assert not (tmp_path / "data").exists()  # nothing made, nothing left
+
+
+def test_a_failed_download_names_nlbench_offline_too():
+    from nlbench.data.readers import _SPECS, _try_download
+
+    note = _try_download(_SPECS["cifar10"], __import__("pathlib").Path("/proc/nlbench-no-data"), True)
+    assert note.startswith(" The download attempt failed:") and "NLBENCH_OFFLINE=1" in note
