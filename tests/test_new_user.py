@@ -61,3 +61,48 @@ def test_a_failed_download_names_nlbench_offline_too():
 
     note = _try_download(_SPECS["cifar10"], __import__("pathlib").Path("/proc/nlbench-no-data"), True)
     assert note.startswith(" The download attempt failed:") and "NLBENCH_OFFLINE=1" in note
+
+
+def test_the_time_left_is_each_runs_own_and_none_before_its_strategy_finished_an_experience():
+    """A cheap strategy's experiences say nothing about a costly one's: the estimate of a run comes
+    from its own strategy's finished experiences (`-` until there is one). A hand-driven clock."""
+    import io
+
+    from rich.console import Console
+
+    from nlbench.cli.run_progress import RunProgress
+    from nlbench.core.spec import resolve_spec
+
+    now = [0.0]
+    progress = RunProgress(Console(file=io.StringIO(), force_terminal=False, width=120), clock=lambda: now[0])
+    cheap, costly = (resolve_spec("split-digits", name, device="cpu") for name in ("sgd", "cms"))
+    progress.event("loading", {"suite": "split-digits", "total": 2, "experiences": 5})
+    progress.event("loaded", {"suite": "split-digits"})
+    for index, (spec, seconds) in enumerate(((cheap, 1.0), (costly, 100.0))):
+        where = {"spec": spec, "index": index, "total": 2}
+        progress.event("started", where)
+        for k in range(5):
+            progress.event("experience", {**where, "experience": k})
+            if k == 0:
+                assert progress.run_left() is None  # nothing of this strategy has finished yet
+            else:
+                assert progress.run_left() == pytest.approx(seconds * (5 - k))
+            now[0] += seconds
+        progress.event("finished", {**where, "result": {"status": "completed", "metrics": {}}, "cached": False})
+    progress.__exit__(None, None, None)
+
+
+def test_on_a_pipe_the_loading_line_comes_at_once(tmp_path):
+    """stderr is a pipe: the first line says that PyTorch and the data are loading, before `loaded`."""
+    run = subprocess.Popen(["nlbench", "run", "--strategy", "sgd", "--epochs", "1", "--device", "cpu",
+                            "--out", str(tmp_path / "results")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, env=ENV)
+    try:
+        first = run.stderr.readline()  # blocks until the first line is written
+        rest = run.communicate(timeout=300)[1]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert "starting: loading PyTorch, Avalanche and the data" in first and "loaded" not in first
+    assert "loaded split-digits" in rest and run.returncode == 0

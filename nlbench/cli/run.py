@@ -65,10 +65,10 @@ def run_command(
             from nlbench.core.registry import probes_note
 
             typer.echo(f"note: {probes_note(unprobed)}", err=True)
+        check_writable(out)  # before the progress line: a store that cannot be written is one line
         with RunProgress() as progress:
             progress.starting()
             specs = plan_specs(suite, names, overrides, device=str(resolve_device(device)), name=name, **fields)
-            check_writable(out)
             outcomes = run_specs(specs, out, data_root=data_root, download=download, force=force, events=progress.event,
                                  tracking=tracking)
         _print_table(outcomes, out)
