@@ -1,9 +1,12 @@
 """Errors that the CLI turns into one line on stderr and an exit code (2: bad input or missing data;
-3: a trained result could not be stored where it belongs and was kept elsewhere), and `echo`, the one
-helper every error message uses to quote what the user typed, shortened so a line stays a line."""
+3: a trained result could not be stored where it belongs and was kept elsewhere), `echo`, the one
+helper every error message uses to quote what the user typed, shortened so a line stays a line, and
+`exact_float`, the one way a number the user wrote becomes a float."""
 
 from __future__ import annotations
 
+import decimal
+import math
 import re
 from typing import Any
 
@@ -53,3 +56,21 @@ class ResultNotStored(UserError):
     quota, a read-only remount); the message names the fallback copy that keeps the result."""
 
     exit_code = 3
+
+
+def exact_float(text: str, what: str = "") -> float:
+    """`float(text)`, except that a literal which is not zero but rounds to 0.0 (`1e-400`), or is finite
+    but overflows to inf (`1e400`), is a UserError naming it: `--hp lr=1e-400` would otherwise train
+    with a learning rate of zero without a word. `what` prefixes the literal (`"lr="`). Raises
+    ValueError, as float() does, for text that is no number."""
+    value = float(text)
+    if value == 0.0 or math.isinf(value):
+        try:
+            exact = decimal.Decimal(str(text).strip().replace("_", ""))
+        except decimal.InvalidOperation:
+            return value
+        if exact.is_finite() and exact != 0:
+            how = ("is not zero but underflows to 0.0 as a float (the smallest is about 5e-324)" if value == 0.0
+                   else "is finite but overflows to inf as a float (the largest is about 1.8e308)")
+            raise UserError(f"{what}{echo(str(text).strip())[1:-1]} {how}; write a number a float can hold")
+    return value

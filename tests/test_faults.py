@@ -28,6 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from processes import with_sigint
+
 from nlbench.errors import UserError
 from nlbench.core.registry import StrategyInfo, declared_hparams, strategies
 from nlbench.core.store import load_results
@@ -231,25 +233,34 @@ def test_the_cuda_out_of_memory_exception_is_recorded_as_failed_by_the_runner(mo
 # Ctrl-C during training, through the console script
 
 
-def test_ctrl_c_during_a_run_exits_130_and_leaves_no_partial_run(tmp_path):
-    out = tmp_path / "results"
-    run = subprocess.Popen(["nlbench", "run", "--strategy", "sgd", "--epochs", "200", "--device", "cpu", "--out", str(out)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                           env={**os.environ, "NLBENCH_OFFLINE": "1"})
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_a_run_exits_130_and_leaves_no_partial_run(tmp_path, signum):
+    """Ctrl-C (or a scheduler's SIGTERM) while a run trains: exit 130, `interrupted` last, and no claim, spec,
+    result or `done` left (a checkpoint of finished experiences may stay: the same command resumes from it).
+
+    The signal is sent once the run's first epoch is logged (the CSV tracker's first `train/loss` row),
+    so the child is inside training whatever the machine's load; the run is started with SIGINT at its
+    default, whatever this pytest inherited (tests/processes.py)."""
+    out, logs = tmp_path / "results", tmp_path / "logs"
+    command = ["nlbench", "run", "--strategy", "sgd", "--epochs", "200", "--device", "cpu", "--out", str(out),
+               "--log", "csv", "--log-dir", str(logs)]
+    run = subprocess.Popen(with_sigint("default", command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, env={**os.environ, "NLBENCH_OFFLINE": "1"})
     try:
-        deadline = time.monotonic() + 120
-        while not list(out.glob("*/*/claim")):  # the run is claimed: training has started
+        deadline = time.monotonic() + 300
+        while not any("train/loss" in p.read_text() for p in logs.glob("csv/*/*/metrics.csv")):
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.05)
-        run.send_signal(signal.SIGINT)
-        stdout, stderr = run.communicate(timeout=60)
+        run.send_signal(signum)
+        stdout, stderr = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
             run.wait()
     assert run.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
-    assert not [p for p in out.rglob("*") if p.is_file()]  # no claim, no partial file: the run is simply re-run
+    left = [p.relative_to(out) for p in out.rglob("*") if p.is_file()]
+    assert all(p.parts[2] == "checkpoint" for p in left), left  # no claim, no partial file: the run is simply re-run
 
 
 # --------------------------------------------------------------------------------------------------

@@ -100,11 +100,16 @@ def test_sigint_during_write_run_is_held_until_the_run_is_stored(tmp_path):
         real_write(path, text)
 
     store.atomic_write_text = write_and_interrupt
+    # Ctrl-C's own handler, whatever this process inherited: a pytest started in the background by a
+    # script has SIGINT ignored, and an ignored signal is (rightly) not turned into an interrupt.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             store.write_run(tmp_path, spec, _result())
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the hold was taken down
     finally:
         store.atomic_write_text = real_write
+        signal.signal(signal.SIGINT, inherited)
     assert calls == ["spec.json", "result.json", "done"]
     assert finished_result(tmp_path, spec) is not None
 

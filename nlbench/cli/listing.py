@@ -24,16 +24,24 @@ def list_command() -> None:
     out.print(suites)
     for info in SUITES.values():  # below the table, so the table stays narrow
         alias = f" (alias {aliases[info.name]})" if info.name in aliases else ""
-        options = ", ".join(f"{o.name}={o.default}" for o in info.options)
+        options = "; ".join(o.listing() for o in info.options)
         out.print(f"  {info.name}{alias}: {info.description}" + (f"; options (--suite-option): {options}" if options else ""),
                   highlight=False)
     out.print()
 
-    table = Table(title="Strategies (combine with '+', e.g. ewc+replay)", title_justify="left")
-    for column in ("strategy", "family", "scenarios", "hyperparameters (defaults)", "description"):
-        table.add_column(column, no_wrap=column in ("strategy", "family"))
+    rows = []
     for info in strategies().values():
         hparams = list(info.hparams) + ([] if info.provides_optimizer else list(OPTIMIZER_HPARAMS))
-        defaults = ", ".join(f"{h.name}={h.default}" for h in hparams) or "-"
-        table.add_row(info.name, info.family, ", ".join(info.scenarios) if info.scenarios else "any", defaults, info.description)
+        rows.append((f"{info.name}\n({info.family})", ", ".join(info.scenarios) if info.scenarios else "any",
+                     "\n".join(f"{h.name}={h.default}" for h in hparams) or "-", info.description))
+    widest = max(len(line) for row in rows for line in row[2].splitlines())
+    table = Table(title="Strategies (combine with '+', e.g. ewc+replay)", title_justify="left")
+    for column in ("strategy (family)", "scenarios", "hyperparameters (defaults)", "description"):
+        # A value is never cut short with '…' (piped output is 100 columns): one hyperparameter per
+        # line in a column as wide as the widest, and a word longer than its column is folded onto
+        # the next line rather than truncated.
+        table.add_column(column, no_wrap=column.startswith("strategy"), overflow="fold",
+                         min_width=widest if column.startswith("hyper") else None)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)

@@ -9,6 +9,7 @@ import typer
 
 from nlbench.cli.common import LogDirOption, LogOption, console, parse_hparams, split_list, tracking_option, user_errors
 from nlbench.cli.run_progress import RunProgress
+from nlbench.core.signals import terminate_as_interrupt
 
 
 def run_command(
@@ -42,9 +43,9 @@ def run_command(
     """Run strategies on one suite, store every run under OUT/NAME/RUN_ID, and print a results table.
 
     Exit code 0 when every run completed or diverged (divergence is a result), 1 when a run failed
-    (its error is stored and printed), 2 on bad input.
+    (its error is stored and printed), 2 on bad input, 130 on Ctrl-C or SIGTERM (finished runs are kept).
     """
-    with user_errors():
+    with user_errors(), terminate_as_interrupt():
         from nlbench.commands.run import plan_specs, run_specs
         from nlbench.core.device import check_device, resolve_device
         from nlbench.core.store import check_writable
@@ -58,16 +59,21 @@ def run_command(
         tracking = tracking_option(log, log_dir)
         # Validate everything before torch loads (the device is only known once it has): bad input
         # is answered in well under a second.
-        planned = plan_specs(suite, names, overrides, device="cpu", name=name, **fields)
+        checked = plan_specs(suite, names, overrides, device="cpu", name=name, **fields)
+        unprobed = list(dict.fromkeys(s.strategy for s in checked if probes and not s.probes))
+        if unprobed:
+            from nlbench.core.registry import probes_note
+
+            typer.echo(f"note: {probes_note(unprobed)}", err=True)
+        check_writable(out)  # before the progress line: a store that cannot be written is one line
         from nlbench.core.regime import regime_warning
 
-        warning = regime_warning(planned)
+        warning = regime_warning(checked)
         if warning:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         with RunProgress() as progress:
             progress.starting()
             specs = plan_specs(suite, names, overrides, device=str(resolve_device(device)), name=name, **fields)
-            check_writable(out)
             outcomes = run_specs(specs, out, data_root=data_root, download=download, force=force, events=progress.event,
                                  tracking=tracking)
         _print_table(outcomes, out)

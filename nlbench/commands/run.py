@@ -47,8 +47,9 @@ def plan_specs(
 ) -> list[Any]:
     """One validated RunSpec per strategy. An override applies to the strategies that declare it, so
     `--hp mem_size=500` can go with a list of strategies; a key that none declares is an error.
+    `probes` applies to the strategies with clock levels (an error when none has them).
     `device` is the resolved device name (it is part of the spec)."""
-    from nlbench.core.registry import declared_hparams
+    from nlbench.core.registry import declared_hparams, probe_targets
     from nlbench.core.spec import resolve_spec
     from nlbench.core.store import check_run_name
 
@@ -62,8 +63,9 @@ def plan_specs(
         raise UserError(f"unknown hyperparameter {unknown[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
     if name is not None:
         check_run_name(name)
+    probed = set(probe_targets(names)[0]) if fields.get("probes") else set()
     return [
-        resolve_spec(suite, n, device=device, name=name, **fields,
+        resolve_spec(suite, n, device=device, name=name, **{**fields, "probes": n in probed},
                      hparams={k: v for k, v in overrides.items() if k in declared[n]})
         for n in names
     ]
@@ -75,8 +77,12 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
     `started`, `experience` (index), `finished` (result); each carries `spec` and `index`/`total`.
     `tracking` (`nlbench.core.tracking.Tracking`) logs the runs trained here to experiment trackers; a run
     trained here checkpoints after each experience into its run directory and resumes from there."""
+    from nlbench.data.vision import import_torchvision
+
+    import_torchvision()  # before Avalanche imports it: a mismatched torch/torchvision pair is one line
     from nlbench.core.checkpoint import checkpoint_dir, discard
     from nlbench.core.runner import run_one
+    from nlbench.core.signals import deferred
     from nlbench.core.store import (
         claim_holder, claim_run, describe_holder, finished_result, process_identity, run_dir, wait_for_claim,
         write_run,
@@ -112,8 +118,9 @@ def run_specs(specs: Sequence[Any], out: Path, *, data_root: Optional[Path], dow
 
                     result = {**run_one(spec, benchmark=benchmark, progress=on_run_event, tracking=tracking,
                                         checkpoint_dir=checkpoint_dir(run_dir(out, spec))), **process_identity()}
-                    write_run(out, spec, result)
-                    discard(run_dir(out, spec))
+                    with deferred():  # a Ctrl-C here still leaves the stored run without its checkpoints
+                        write_run(out, spec, result)
+                        discard(run_dir(out, spec))
                     outcomes.append(RunOutcome(spec, result, False))
                     events("finished", {**where, "result": result, "cached": False})
                     continue

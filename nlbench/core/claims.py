@@ -12,11 +12,17 @@ Locks on network filesystems are only as good as the filesystem's lock support; 
 unavailable, claims are skipped with a warning (two hosts could then train the same run twice, and the
 store still holds it once).
 
+Interrupts: a claim is taken with SIGINT/SIGTERM held (`nlbench.core.signals.deferred`), so it is
+either not taken or taken and known to this process; a claim this process still holds when it exits (a
+Ctrl-C between taking a claim and the block that releases it) is released at exit. A Ctrl-C therefore
+never leaves a claim file behind; only SIGKILL does, and `remove_stale` cleans that.
+
 Every function here takes the run's directory; `nlbench.core.store` maps (root, spec) to it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
@@ -34,6 +40,7 @@ try:
 except ImportError:  # not POSIX: no claims (see the module docstring)
     fcntl = None  # type: ignore[assignment]
 
+from nlbench.core.signals import deferred
 from nlbench.errors import UserError
 
 CLAIM = "claim"
@@ -57,6 +64,7 @@ class Claim:
         if self.released:
             return
         self.released = True
+        _HELD.pop(id(self), None)
         with contextlib.suppress(OSError):
             self.path.unlink()
         with contextlib.suppress(OSError):
@@ -72,6 +80,16 @@ class Claim:
         self.release()
 
 
+# This process's claims not yet released, released at exit (see the module docstring).
+_HELD: dict[int, "Claim"] = {}
+
+
+@atexit.register
+def _release_held() -> None:
+    for held in list(_HELD.values()):
+        held.release()
+
+
 _UNSUPPORTED_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _warned_no_locks: set[str] = set()
 
@@ -84,7 +102,11 @@ def claim(directory: Path) -> Claim | None:
     (a full disk, a read-only store) is a `UserError`: one line, before anything is trained.
     """
     try:
-        return _claim(Path(directory))
+        with deferred():  # taken and registered whole, or not at all
+            held = _claim(Path(directory))
+            if held is not None:
+                _HELD[id(held)] = held
+        return held
     except OSError as err:
         raise UserError(f"cannot claim the run in {directory}: {err.strerror or err}"
                         f"{' (the disk is full)' if err.errno == errno.ENOSPC else ''}; "

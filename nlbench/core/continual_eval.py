@@ -22,8 +22,9 @@ probes (`nlbench.core.probes`). `observer_plugins(spec, benchmark)` gives the pl
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
-
 
 from avalanche.core import SupervisedPlugin
 
@@ -64,6 +65,14 @@ class ContinualEval(SupervisedPlugin):
             self.curve["experience"].pop()
             self._record(strategy)
 
+    # Checkpoints (nlbench.core.checkpoint): the iteration count and the curve so far.
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "curve": self.curve}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self.curve = {key: list(values) for key, values in state["curve"].items()}
+
     def result_fields(self) -> dict[str, Any]:
         from nlbench.core.stability import summarize_curve
 
@@ -71,10 +80,22 @@ class ContinualEval(SupervisedPlugin):
         return {"continual_eval": {"every": self.every, "subsample": self.probe.size, **self.curve, "summary": summary}}
 
 
+def training_iterations(spec: Any, benchmark: Any) -> int:
+    """Training iterations of the whole stream: per experience, epochs x minibatches (the last one partial)."""
+    return sum(spec.epochs * math.ceil(len(experience.dataset) / spec.batch_size) for experience in benchmark.train_stream)
+
+
 def observer_plugins(spec: Any, benchmark: Any) -> list:
-    """The measurement plugins `spec` asks for: ContinualEval (`eval_every`), ClockProbes (`probes`)."""
+    """The measurement plugins `spec` asks for: ContinualEval (`eval_every`), ClockProbes (`probes`).
+
+    An `eval_every` beyond the stream's training iterations never fires between an experience's start and
+    end: said once, in a warning (the run goes on, and stays checkpointed: both plugins save their state)."""
     plugins: list = []
     if getattr(spec, "eval_every", 0):
+        total = training_iterations(spec, benchmark)
+        if spec.eval_every > total:
+            warnings.warn(f"--eval-every {spec.eval_every} is more than the {total} training iterations of the whole "
+                          "stream: the curve holds only each experience's start and end", stacklevel=2)
         plugins.append(ContinualEval(benchmark.test_stream, spec.eval_every))
     if getattr(spec, "probes", False):
         from nlbench.core.probes import ClockProbes

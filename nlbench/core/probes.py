@@ -16,7 +16,9 @@ Per level l and training experience k (theta_l^start: the level's parameters whe
 
 Accuracies use the fixed subsamples of `nlbench.core.subsample.ProbeSet`. The probe runs after
 every other end-of-experience hook (after `flush_on_experience_end`), and leaves the parameters
-bit-for-bit as they were. On an optimizer without clock levels it records nothing.
+bit-for-bit as they were. On an optimizer without clock levels it records nothing (and a run asks for
+probes only on strategies that have clock levels: `nlbench.core.registry.probe_targets`). Its records
+are saved in the run's checkpoints, so `--probes` costs no resumability.
 """
 
 from __future__ import annotations
@@ -87,6 +89,14 @@ class ClockProbes(SupervisedPlugin):
                 for p, t in zip(params, trained):
                     p.copy_(t)
         self.records.append(record)
+
+    # Checkpoints (nlbench.core.checkpoint): the records so far. The start-of-experience copies are
+    # not kept: a run resumes at an experience's start, where `before_training_exp` takes them anew.
+    def state_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "levels": self.levels}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.records, self.levels = list(state["records"]), list(state["levels"])
 
     def result_fields(self) -> dict[str, Any]:
         if not self.records:

@@ -21,7 +21,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from nlbench.errors import UserError
+from nlbench.errors import UserError, exact_float
 
 # --------------------------------------------------------------------------------------------------
 # Hyperparameters
@@ -60,7 +60,7 @@ class HParam:
         text = str(text).strip()
         try:
             if self.kind == "float":
-                value: Any = float(text)
+                value: Any = exact_float(text, f"{self.name}=")
             elif self.kind == "int":
                 value = int(text)
             elif self.kind == "bool":
@@ -300,6 +300,31 @@ def declared_hparams(name: str) -> dict[str, HParam]:
         for hparam in OPTIMIZER_HPARAMS:
             declared.setdefault(hparam.name, hparam)
     return declared
+
+
+def has_clock_levels(name: str) -> bool:
+    """Whether a (composite) strategy trains with clock levels (`--probes` measures them): one of its
+    components declares clock `periods` (cms, clocked-adam, hope and their controls)."""
+    return "periods" in declared_hparams(name)
+
+
+def probe_targets(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`--probes` over `names`: (the strategies with clock levels, those without). Raises UserError when
+    none has clock levels: the probes would measure nothing."""
+    clocked = [name for name in names if has_clock_levels(name)]
+    unclocked = [name for name in names if name not in clocked]
+    if not clocked:
+        which = "has" if len(unclocked) == 1 else "have"
+        known = ", ".join(n for n in strategies() if has_clock_levels(n))
+        raise UserError(f"--probes: {', '.join(unclocked)} {which} no clock levels to probe; strategies with clock "
+                        f"levels: {known} (and their compositions, e.g. cms+replay)")
+    return clocked, unclocked
+
+
+def probes_note(unclocked: Sequence[str]) -> str:
+    """The line that says which strategies run without `--probes`."""
+    return f"--probes: {', '.join(unclocked)} {'has' if len(unclocked) == 1 else 'have'} no clock levels to probe; " \
+           "run without probes"
 
 
 def resolve_hparams(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,16 +27,15 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 from nlbench.core import claims
 from nlbench.core.claims import CLAIM, Claim, describe_holder, process_identity
+from nlbench.core.signals import deferred
 from nlbench.core.spec import RunSpec
 from nlbench.errors import ResultNotStored, UserError
 from nlbench.io import atomic_write_text, read_regular_text
@@ -136,30 +135,6 @@ def wait_for_claim(root: Path, spec: RunSpec, poll_s: float = 1.0) -> Claim:
 __all__ = ["CLAIM", "Claim", "describe_holder", "process_identity"]  # re-exported from claims
 
 
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold SIGINT/SIGTERM until the block ends, so Ctrl-C lets a run's files be written whole first.
-
-    A temporary Python handler records the signal and the original handler runs afterwards. (A
-    signal mask would not do: torch's worker threads leave the signal unblocked and receive it.)
-    Python runs signal handlers in the main thread only, so elsewhere this changes nothing; the
-    atomic writes alone still guarantee that no file is ever partial.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in held}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for signum in received[:1]:
-            signal.raise_signal(signum)
-
-
 def write_run(root: Path, spec: RunSpec, result: dict[str, Any], *, rescue: bool = True) -> Path:
     """Store one finished run: spec.json, result.json, then the `done` marker.
 
@@ -173,7 +148,7 @@ def write_run(root: Path, spec: RunSpec, result: dict[str, Any], *, rescue: bool
     payload = {"schema": RESULT_SCHEMA, "run_id": spec.run_id, **result}
     result_text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=True)
     try:
-        with _signals_deferred():
+        with deferred():
             atomic_write_text(directory / "spec.json", spec.to_json())
             atomic_write_text(directory / "result.json", result_text)
             atomic_write_text(directory / DONE, "")

@@ -16,7 +16,7 @@ Where it writes (`Tracking.directory` = D, group G = the sweep's or run's name, 
   replaces its earlier event files;
 - wandb: a W&B run named L in group G, job type = the strategy, under `D/wandb/` (WANDB_MODE=offline
   keeps it local; `wandb sync` uploads it later);
-- csv: `D/csv/G/L/metrics.csv` (tag, step, value), `config.json` (the spec), at the end
+- csv: `D/csv/G/L/metrics.csv` (header `tag,axis,step,value`), `config.json` (the spec), at the end
   `accuracy_matrix.csv` and `summary.json`.
 The trackers' libraries are imported when a run opens them, never otherwise.
 """

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from nlbench.errors import UserError
@@ -51,10 +54,12 @@ class Tracking:
 def parse_trackers(values: Optional[Iterable[Any]]) -> tuple[str, ...]:
     """`--log tensorboard --log csv` or `--log tensorboard,csv` (or a sweep file's list) -> the distinct
     trackers in order. Raises UserError for an unknown name or a tracker whose library is missing."""
-    if values is None:
+    if values is None or values is False:  # a sweep file's `log: false`: no trackers
         return ()
     if isinstance(values, str):
         values = [values]
+    elif not isinstance(values, (list, tuple)):
+        raise UserError(f"--log expects tracker names ({', '.join(TRACKERS)}) or false, got {values!r}")
     kinds: dict[str, None] = {}
     for value in values:
         if not isinstance(value, str):
@@ -74,7 +79,30 @@ def parse_trackers(values: Optional[Iterable[Any]]) -> tuple[str, ...]:
 
 
 def make_tracking(values: Optional[Iterable[Any]], directory: Any = None, group: Optional[str] = None) -> Tracking:
-    """A validated `Tracking` (empty, so false, when no tracker is asked for)."""
+    """A validated `Tracking` (empty, so false, when no tracker is asked for); with a tracker, the log
+    directory is checked too (`check_log_dir`)."""
     kinds = parse_trackers(values)
     where = str(directory) if directory is not None and str(directory).strip() else DEFAULT_LOG_DIR
+    if kinds:
+        check_log_dir(where)
     return Tracking(kinds=kinds, directory=where, group=group)
+
+
+def check_log_dir(directory: Any) -> None:
+    """Raise UserError when the trackers could not write under `directory`: it, or the nearest folder
+    above it that exists, is not a directory, or that folder is not writable. Leaves nothing behind: a
+    missing directory is not created (the first run does that), and the write probe is removed."""
+    path = Path(str(directory)).expanduser()
+    if "\0" in str(path):
+        raise UserError(f"--log-dir {str(directory)!r} is not a valid path")
+    existing = path.absolute()
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path.absolute() else f"is under {existing}, which is a file"
+        raise UserError(f"--log-dir {path} {what}, not a directory; choose a directory for the tracker logs")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".nlbench-log-probe-"))
+    except OSError as err:
+        raise UserError(f"--log-dir {path} is not writable ({existing}: {err.strerror or err}); "
+                        "choose a directory you can write to") from None

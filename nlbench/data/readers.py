@@ -24,6 +24,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, VisionDataset
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from nlbench.data.download import OFFLINE_HINT, unreachable_note
 from nlbench.errors import DataUnavailable, UserError
 from nlbench.io import atomic_write_bytes
 
@@ -194,8 +195,8 @@ def load_arrays(dataset: str, root: Path, train: bool, download: bool = True) ->
             download_note = " No download was attempted (downloads disabled)."
         elif os.environ.get("NLBENCH_OFFLINE") == "1":
             download_note = " No download was attempted because NLBENCH_OFFLINE=1."
-        else:
-            download_note = _try_download(spec, root, train)
+        else:  # offline, fail at once rather than after torchvision's retries (nlbench.data.download)
+            download_note = unreachable_note(spec.reader) or _try_download(spec, root, train)
             missing = _missing_files(spec, root)
     if missing:
         raise DataUnavailable(_missing_message(spec, root, missing) + download_note)
@@ -336,7 +337,7 @@ def _try_download(spec: _Spec, root: Path, train: bool) -> str:
         spec.reader(root, train=train, download=True)
     except _DOWNLOAD_ERRORS + _IDX_ERRORS + _PICKLE_ERRORS as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        return f" The download attempt failed: {reason}"
+        return f" The download attempt failed: {reason}; {OFFLINE_HINT}."
     finally:
         for directory in new_dirs:  # deepest first
             try:

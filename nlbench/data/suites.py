@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nlbench.errors import UserError
+from nlbench.errors import UserError, exact_float
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,23 @@ class SuiteOption:
     high: float | None = None
     choices: tuple[str, ...] = ()
 
+    def listing(self) -> str:
+        """`name=default`, then the valid values: every choice, or the range (`nlbench list` shows it)."""
+        if self.choices:
+            return f"{self.name}={self.default} (one of {', '.join(self.choices)})"
+        if self.low is not None:
+            return f"{self.name}={self.default} ({self.kind} in [{self.low:g}, {self.high:g}])"
+        return f"{self.name}={self.default}"
+
     def parse(self, raw: Any, suite: str) -> Any:
         bad = UserError(f"suite option {self.name}={raw!r} is not valid for {suite}: {self.help}"
                         + (f"; valid: {', '.join(self.choices)}" if self.choices else
                            f"; valid: {self.kind} in [{self.low:g}, {self.high:g}]" if self.low is not None else ""))
         try:
-            value = {"int": int, "float": float, "str": str}[self.kind](raw)
+            if self.kind == "float" and isinstance(raw, str):
+                value = exact_float(raw, f"suite option {self.name}=")
+            else:
+                value = {"int": int, "float": float, "str": str}[self.kind](raw)
         except (TypeError, ValueError):
             raise bad from None
         if isinstance(raw, bool) or (self.kind == "int" and isinstance(raw, float) and raw != int(raw)):

@@ -39,6 +39,11 @@ def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, d
 
     Raises UserError when the file cannot be read or does not describe a run, or the store is not writable.
     """
+    from nlbench.core.signals import accept_interrupts, deferred
+
+    # The driver stops this run with SIGINT: take it even if the driver was started with SIGINT
+    # ignored (in the background by a shell script), which every child inherits.
+    accept_interrupts()
     if watch_parent:
         _exit_when_orphaned()
     try:
@@ -54,6 +59,9 @@ def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, d
 
     import torch
 
+    from nlbench.data.vision import import_torchvision
+
+    import_torchvision()  # a mismatched torch/torchvision pair: one line, not a traceback
     from nlbench.core.checkpoint import checkpoint_dir, discard
     from nlbench.core.runner import run_one
     from nlbench.core.store import check_writable, process_identity, run_dir, write_run
@@ -67,6 +75,7 @@ def run_child(spec_json: Path, out: Path, *, data_root: Optional[Path] = None, d
     # (the sweep that started it holds the run's claim and handed it down).
     for stale in run_dir(out, spec).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
-    write_run(out, spec, result)
-    discard(run_dir(out, spec))
+    with deferred():  # a stop signal here still leaves the stored run without its checkpoints
+        write_run(out, spec, result)
+        discard(run_dir(out, spec))
     return spec, result

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -27,9 +28,16 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+MAX_RUNS = 100_000  # planned runs per sweep: checked before the grid's product is expanded
+
+
 def parse_grid_values(hparam: Any, raw: Any) -> list[Any]:
     """One grid axis for one strategy: the CLI string form, or a list from a sweep file, parsed and
     validated by the declared HParam (its UserError names the valid range)."""
+    # An upper bound on the values, taken before they are parsed (parsing millions would take a while).
+    count = len(raw) if isinstance(raw, (list, tuple)) else raw.count(",") + raw.count(":") + 1 if isinstance(raw, str) else 1
+    if count > MAX_RUNS * (64 if hparam.kind == "ints" else 1):  # ints: '1,8,64' is one value of several numbers
+        raise UserError(f"--grid {hparam.name} has {count:,} values or more; at most {MAX_RUNS:,} runs per sweep")
     if isinstance(raw, str):
         separator = ":" if hparam.kind == "ints" else ","
         texts = [part.strip() for part in raw.split(separator)]
@@ -51,8 +59,11 @@ def parse_grid_values(hparam: Any, raw: Any) -> list[Any]:
     return list(dict.fromkeys(values))  # drop repeats (1e-3 and 0.001 are one value)
 
 
-def expand_grid(strategies: Sequence[str], grid: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(strategy, grid point) pairs: per strategy, the product of the grid keys it declares."""
+def expand_grid(strategies: Sequence[str], grid: Mapping[str, Any], seeds: int = 1) -> list[tuple[str, dict[str, Any]]]:
+    """(strategy, grid point) pairs: per strategy, the product of the grid keys it declares.
+
+    The number of runs (points x `seeds`) is counted from the axes' lengths before the product is
+    expanded: a sweep of more than `MAX_RUNS` runs is a UserError, not a plan that exhausts memory."""
     from nlbench.core.registry import declared_hparams
 
     declared = {name: declared_hparams(name) for name in strategies}
@@ -60,12 +71,20 @@ def expand_grid(strategies: Sequence[str], grid: Mapping[str, Any]) -> list[tupl
     for key in grid:
         if not any(key in keys for keys in declared.values()):
             raise UserError(f"unknown grid key {key!r} for {', '.join(strategies)}; valid: {', '.join(valid)}")
+    axes: dict[str, dict[str, list[Any]]] = {
+        name: {key: parse_grid_values(declared[name][key], grid[key]) for key in grid if key in declared[name]}
+        for name in strategies
+    }
+    runs = seeds * sum(math.prod(len(values) for values in axis.values()) for axis in axes.values())
+    if runs > MAX_RUNS:
+        largest = max(axes, key=lambda name: math.prod(len(v) for v in axes[name].values()))
+        sizes = " x ".join([f"{len(v)} {key}" for key, v in axes[largest].items()] + [f"{seeds} seeds"])
+        raise UserError(f"the sweep plans {runs:,} runs ({largest}: {sizes}); at most {MAX_RUNS:,} runs per sweep: "
+                        "split it into smaller sweeps")
     points: list[tuple[str, dict[str, Any]]] = []
-    for name in strategies:
-        keys = [key for key in grid if key in declared[name]]
-        axes = [parse_grid_values(declared[name][key], grid[key]) for key in keys]
-        for combination in itertools.product(*axes):
-            points.append((name, dict(zip(keys, combination))))
+    for name, axis in axes.items():
+        for combination in itertools.product(*axis.values()):
+            points.append((name, dict(zip(axis, combination))))
     return points
 
 
@@ -81,11 +100,13 @@ class PlannedRun:
 
 def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
     """Every run of the sweep as a resolved, validated spec; seed-major; repeated specs dropped."""
+    from nlbench.core.registry import probe_targets
     from nlbench.core.registry import strategies as registered
     from nlbench.core.spec import resolve_spec
 
     names = list(settings.strategy) if settings.strategy else list(registered())
-    points = expand_grid(names, settings.grid)
+    probed = set(probe_targets(names)[0]) if settings.probes else set()
+    points = expand_grid(names, settings.grid, seeds=len(settings.seeds))
     planned: dict[str, PlannedRun] = {}
     for seed in settings.seeds:
         for name, point in points:
@@ -95,7 +116,7 @@ def plan_runs(settings: SweepSettings, device: str) -> list[PlannedRun]:
                 batch_size=settings.batch_size, hparams=point, name=settings.name, protocol=settings.protocol,
                 **{key: value for key in ("data_path", "amp") if (value := getattr(settings, key)) is not None},
                 compile=settings.compile, channels_last=settings.channels_last,
-                suite_options=settings.suite_options, eval_every=settings.eval_every, probes=settings.probes,
+                suite_options=settings.suite_options, eval_every=settings.eval_every, probes=name in probed,
             )
             planned.setdefault(spec.run_id, PlannedRun(spec, tuple(point.items())))
     return list(planned.values())

@@ -10,32 +10,26 @@ report to a `SweepView` (the CLI renders it with rich; tests may record it).
   shown, and KeyboardInterrupt reaches the caller (exit 130 in the CLI).
 - A full disk does not stop the sweep: a run whose result cannot be stored is kept in a fallback
   location (`nlbench.core.store.write_run`), named in one line, and the sweep returns 3.
-- The driver's scratch folder (`$TMPDIR/nlbench-sweep-*`: spec files and logs of the local runs) holds
-  an `owner` file locked for the driver's life. A driver killed by SIGKILL cannot remove its folder;
-  the next sweep removes every such folder whose lock is free (its owner is gone), and no other.
+- The driver's scratch folder (`$TMPDIR/nlbench-sweep-*`: spec files and logs of the local runs) is
+  `nlbench.commands.sweep.scratch`'s: a SIGKILLed driver's folder is removed by the next sweep or tune.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import tempfile
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Mapping, Protocol, Sequence
+from typing import Any, ContextManager, Mapping, Protocol, Sequence
 
 from nlbench.commands.sweep.plan import PlannedRun, plan_runs
 from nlbench.commands.sweep.resume import done_stamp, is_reusable, stored_result
+from nlbench.commands.sweep.scratch import SWEEP_PREFIX as WORKDIR_PREFIX  # noqa: F401
+from nlbench.commands.sweep.scratch import make_workdir as _make_workdir
+from nlbench.commands.sweep.scratch import remove_dead_workdirs  # noqa: F401
 from nlbench.commands.sweep.settings import SweepSettings
+from nlbench.core.signals import terminate_as_interrupt  # noqa: F401 (tune takes it from here too)
 from nlbench.errors import UserError
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: scratch folders are only removed by their own driver
-    fcntl = None  # type: ignore[assignment]
-
-WORKDIR_PREFIX = "nlbench-sweep-"
 NOT_STORED = 3  # exit code: a result could not be written into the store (see nlbench.errors.ResultNotStored)
 
 
@@ -47,69 +41,6 @@ class SweepView(Protocol):
                   out: Path, header: str) -> None: ...
     def live(self, total: int, labels: Mapping[str, str]) -> ContextManager[Any]: ...  # yields executor Events
     def show_summary(self, title: str, planned: Sequence[PlannedRun], results: Mapping[str, Any]) -> None: ...
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's stop) ends the sweep as cleanly as Ctrl-C does."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _make_workdir() -> tuple[Path, int | None]:
-    """A scratch folder for this driver, with its `owner` file locked until the process ends.
-
-    The lock is taken on a file under a temporary name that is then renamed to `owner`, so another
-    driver never sees an `owner` file that is not locked yet.
-    """
-    remove_dead_workdirs()
-    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-    if fcntl is None:
-        return workdir, None
-    fd = os.open(workdir / ".owner", os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the runs
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    os.rename(workdir / ".owner", workdir / "owner")
-    return workdir, fd
-
-
-def remove_dead_workdirs(tmp: Path | None = None) -> list[Path]:
-    """Remove the scratch folders of sweep drivers that died (their `owner` lock is free); the list.
-
-    Only this user's folders with an `owner` file are looked at: a folder without one may be a
-    driver's that is just starting, or an older nlbench's, and is left alone.
-    """
-    removed: list[Path] = []
-    if fcntl is None:
-        return removed
-    for folder in Path(tmp or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
-        try:
-            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.geteuid():
-                continue
-            fd = os.open(folder / "owner", os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held: its driver is alive
-            continue
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-        finally:
-            os.close(fd)
-    return removed
 
 
 def local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
@@ -135,6 +66,9 @@ def local_executor(settings: SweepSettings, workdir: Path) -> tuple[Any, str]:
 def check_data(settings: SweepSettings) -> None:
     """Fail before any run starts when the suite's data is missing (and download it once, here,
     rather than in every subprocess at once)."""
+    from nlbench.data.vision import import_torchvision
+
+    import_torchvision()  # the runs import it: a mismatched torch/torchvision pair is one line here, once
     from nlbench.data.readers import load_arrays, resolve_data_root
     from nlbench.data.suites import get_suite
 
@@ -190,6 +124,11 @@ def run_sweep(settings: SweepSettings, view: SweepView, *, dry_run: bool = False
             executor.tracking = make_tracking(settings.log, Path(settings.log_dir or "logs").resolve())
         if not planned:
             raise UserError("the sweep is empty")
+        unprobed = list(dict.fromkeys(r.spec.strategy for r in planned if settings.probes and not r.spec.probes))
+        if unprobed:
+            from nlbench.core.registry import probes_note
+
+            view.message(f"note: {probes_note(unprobed)}")
         # The done markers' stamps as read now: a run another process stores after this point is
         # recognised by the executor and taken as it is, not trained again.
         done_before = {run.spec.run_id: done_stamp(out, run.spec) for run in planned}

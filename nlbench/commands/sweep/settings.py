@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from nlbench.errors import UserError, echo
+from nlbench.errors import UserError, echo, exact_float
 
 EXECUTORS = ("local", "ray")
 MAX_SEEDS = 10_000  # a bound on `--seeds 0-N`, so a typo cannot exhaust memory
@@ -142,13 +142,17 @@ def load_config(path: Path) -> dict[str, Any]:
     except ValueError as err:  # e.g. an embedded NUL in the path
         raise UserError(f"cannot read sweep file {echo(str(path))}: {err}") from None
     suffix = path.suffix.lower()
+
+    def number(literal: str) -> float:  # a float that underflows or overflows is bad input, as on the command line
+        return exact_float(literal, f"sweep file {path}: ")
+
     try:
         if suffix in (".yaml", ".yml"):
             try:
                 import yaml
             except ImportError:
                 raise UserError(f"reading {path} needs PyYAML (pip install pyyaml); or write the sweep as TOML") from None
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_yaml_loader(yaml, number))
         elif suffix == ".toml":
             try:
                 import tomllib
@@ -157,9 +161,9 @@ def load_config(path: Path) -> dict[str, Any]:
                     import tomli as tomllib  # type: ignore[no-redef]
                 except ImportError:
                     raise UserError(f"reading {path} on Python 3.10 needs tomli (pip install tomli); or use YAML") from None
-            data = tomllib.loads(text)
+            data = tomllib.loads(text, parse_float=number)
         elif suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, parse_float=number)
         else:
             raise UserError(f"sweep file {path} must end in .yaml, .yml, .toml or .json")
     except ValueError as err:  # yaml.YAMLError, tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors...
@@ -181,6 +185,22 @@ def load_config(path: Path) -> dict[str, Any]:
     if unknown:
         raise UserError(f"sweep file {path}: unknown key {echo(unknown[0])}; valid: {', '.join(CONFIG_KEYS)}")
     return normalised
+
+
+def _yaml_loader(yaml: Any, number: Any) -> Any:
+    """PyYAML's safe loader, its floats checked by `number` (the literal's text, as written)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_float(loader: Any, node: Any) -> float:
+        value = yaml.SafeLoader.construct_yaml_float(loader, node)
+        if value == 0.0 or math.isinf(value):
+            number(str(node.value))
+        return value
+
+    Loader.add_constructor("tag:yaml.org,2002:float", construct_float)
+    return Loader
 
 
 def _first_line(err: BaseException) -> str:
@@ -239,6 +259,10 @@ def build_settings(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
         elif key == "seeds":
             value = parse_seeds(value)
         setattr(settings, key, value)
+    if settings.log:  # the trackers' directory is usable: one line now, not a failed run after the data loaded
+        from nlbench.core.tracking import check_log_dir
+
+        check_log_dir(settings.log_dir or "logs")
     if settings.executor not in EXECUTORS:
         raise UserError(f"unknown executor {echo(settings.executor)}; valid: {', '.join(EXECUTORS)}")
     if settings.name is not None:

@@ -8,9 +8,6 @@ interrupted exactly as a sweep's runs are (several tunes and sweeps may share on
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from nlbench.errors import UserError
@@ -21,22 +18,23 @@ def open_executor(settings: Any) -> Iterator[tuple[Any, str]]:
     """(executor, device) for `settings` (a SweepSettings), closed on exit; the plan must already be
     validated, since a Ray cluster starts here."""
     from nlbench.commands.sweep.run import local_executor, ray_executor
+    from nlbench.commands.sweep.scratch import TUNE_PREFIX, scratch_folder
 
-    workdir = Path(tempfile.mkdtemp(prefix="nlbench-tune-"))
     executor: Any = None
-    try:
-        if settings.executor == "ray":
-            executor = ray_executor(settings)
-            device = executor.connect(settings.device)
-        else:
-            if settings.address:
-                raise UserError("--address joins a Ray cluster; it needs --executor ray")
-            executor, device = local_executor(settings, workdir)
-        yield executor, device
-    finally:
-        if executor is not None and hasattr(executor, "close"):
-            executor.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    # Owned like a sweep driver's folder, so a SIGKILLed tune's is removed by the next sweep or tune.
+    with scratch_folder(TUNE_PREFIX) as workdir:
+        try:
+            if settings.executor == "ray":
+                executor = ray_executor(settings)
+                device = executor.connect(settings.device)
+            else:
+                if settings.address:
+                    raise UserError("--address joins a Ray cluster; it needs --executor ray")
+                executor, device = local_executor(settings, workdir)
+            yield executor, device
+        finally:
+            if executor is not None and hasattr(executor, "close"):
+                executor.close()
 
 
 def check_data(settings: Any) -> None:
