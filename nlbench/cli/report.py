@@ -69,11 +69,13 @@ def report_command(
 ) -> None:
     """Aggregate stored runs over seeds into a report (tables, figures, published numbers side by side)."""
     with user_errors():
-        from nlbench.errors import UserError
+        from nlbench.commands.report.sweeps import check_sweep_axes
 
-        axes = tuple(a.strip() for a in sweep_axes.split(",") if a.strip())
-        if not axes:
-            raise UserError("--sweep-axes needs at least one hyperparameter name, e.g. periods,alpha")
+        axes = check_sweep_axes(tuple(a.strip() for a in sweep_axes.split(",") if a.strip()))
+        if published is not None:  # a bad file is answered before the output directory is created
+            from nlbench.commands.report.published import load_published
+
+            load_published(published)
         target = out if out is not None else Path("reports") / (Path(results_dir).resolve().name or "results")
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")

@@ -4,8 +4,9 @@
 declared schema before it is counted), adds what the report needs from each result.json (first error
 line, time per experience, memory kind, device), counts a run stored under two names once, and
 separates corrupt runs (skipped, with a message naming the file and the field) and unfinished ones
-(spec.json without a `done` marker). Every run is checked before anything is drawn, so a bad run
-can never stop a report half-written. `key_columns` and `add_labels` then name each run's
+(spec.json without a `done` marker). Damaged `selection.json` files (`nlbench tune`'s record of the
+tuned runs; `nlbench.core.selection`) are reported among the skipped, one message per file. Every run
+is checked before anything is drawn, so a bad run can never stop a report half-written. `key_columns` and `add_labels` then name each run's
 configuration. pandas and numpy are imported inside the functions.
 """
 
@@ -24,6 +25,7 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
     Adds to `store.results_frame`'s columns: `error` (first line), `time_per_exp_s` (mean training time
     per experience), `peak_memory_kind` and `device`, read from each run's result.json.
     """
+    from nlbench.core.selection import selected_run_ids
     from nlbench.core.store import DONE, read_runs, results_frame
     from nlbench.errors import UserError
 
@@ -45,6 +47,7 @@ def load_runs(results_dir: Path) -> tuple[Any, list[str], list[Path]]:
         extra = f"; {len(unfinished)} unfinished run(s) without a '{DONE}' marker" if unfinished else ""
         raise UserError(f"no finished runs under {root}{detail}{extra}; run `nlbench run --out {root}` first")
 
+    skipped += selected_run_ids(root)[1]  # the Verdicts read the same files, and use only the valid ones
     duplicated = runs["run_id"].duplicated(keep="first")
     for path in runs.loc[duplicated, "path"]:
         skipped.append(f"skipping {path}: same run id as another stored run (the same spec stored under two names); counted once")

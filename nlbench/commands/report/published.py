@@ -288,6 +288,29 @@ def map_published(source: Any) -> Any:
 _SHIPPED = object()  # load_published's default: the extra rows shipped with the package
 
 
+def _read_published_csv(path: Path) -> Any:
+    """A published-baselines CSV as strings; UserError (one line, naming the file) when it is not a regular
+    file, not a CSV pandas can parse, or lacks a column of the bundled baselines/published.csv."""
+    import csv
+
+    import pandas as pd
+
+    if not path.is_file():  # a FIFO would block the read, a directory cannot be one
+        raise UserError(f"published baselines file {path} is not a regular file")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"published baselines file {path} is not a readable CSV: {why}") from None
+    with open(published_csv_path(), newline="", encoding="utf-8") as handle:
+        expected = next(csv.reader(handle))
+    missing = [c for c in expected if c not in table.columns]
+    if missing:
+        raise UserError(f"published baselines file {path} lacks the column(s) {', '.join(missing)}; it needs the columns "
+                        f"of the bundled baselines/published.csv ({', '.join(expected)})")
+    return table
+
+
 def load_published(path: Path | str | None = None, extra_path: Any = _SHIPPED) -> Any:
     """baselines/published.csv as a DataFrame (strings kept as strings, empty cells as '').
 
@@ -303,7 +326,7 @@ def load_published(path: Path | str | None = None, extra_path: Any = _SHIPPED) -
         extra_path = published_extra_path() if path == published_csv_path() else None
     if not path.exists():
         raise UserError(f"published baselines file {path} is missing")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = _read_published_csv(path)
     if extra_path is not None and Path(extra_path).exists():
         extra = pd.read_csv(extra_path)
         if len(extra):

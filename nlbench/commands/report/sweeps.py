@@ -15,6 +15,23 @@ from nlbench.commands.report.labels import SPEC_KEYS, slug
 DEFAULT_SWEEP_AXES = ("periods", "alpha")
 
 
+def check_sweep_axes(axes: tuple[str, ...]) -> tuple[str, ...]:
+    """`--sweep-axes`: one or two distinct hyperparameters, each declared by some registered strategy
+    (metadata only, no torch); UserError naming the valid ones otherwise."""
+    from nlbench.core.registry import declared_hparams, strategies
+    from nlbench.errors import UserError
+
+    if not axes:
+        raise UserError("--sweep-axes needs at least one hyperparameter name, e.g. periods,alpha")
+    if len(axes) > 2 or len(set(axes)) != len(axes):
+        raise UserError(f"--sweep-axes takes two different hyperparameters as X,Y (or one), got {','.join(axes)}")
+    valid = sorted({h for name in strategies() for h in declared_hparams(name)})
+    unknown = [a for a in axes if a not in valid]
+    if unknown:
+        raise UserError(f"--sweep-axes: {unknown[0]!r} is not a hyperparameter of any strategy; valid: {', '.join(valid)}")
+    return axes
+
+
 @dataclass
 class SweepGrid:
     """One heatmap: a family of configurations that differ only in the hyperparameters on its axes."""

@@ -3,16 +3,13 @@
 Read from every `selection.json` under the results (written by `nlbench tune`; format:
 `nlbench.commands.tune.provenance`). A chosen value within `EDGE` of its range's edge (on the log scale
 for a log range) is flagged: there the range, not the method, decided the value, and a wider range
-might have chosen differently. A malformed file or entry is skipped with a warning naming it.
+might have chosen differently. A damaged file is skipped whole (`nlbench.core.selection`), with a warning naming it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import stat
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,24 +18,13 @@ _RANGE = re.compile(r"^\[(?P<low>[^,\]]+),\s*(?P<high>[^\]]+)\](?P<log> log)?$")
 
 
 def selection_entries(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(file, entry) for every well-formed selection entry under `results_dir`."""
-    for path in sorted(Path(results_dir).rglob("selection.json")):
-        try:
-            if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or mislead
-                raise ValueError("not a regular file")
-            data = json.loads(path.read_text())
-            entries = data["selections"] if isinstance(data, dict) else None
-            if not isinstance(entries, list):
-                raise ValueError("field 'selections' is not a list")
-        except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
-            warnings.warn(f"skipping {path}: {err}", UserWarning, stacklevel=2)
-            continue
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not isinstance(entry.get("strategy"), str) or not isinstance(
-                    entry.get("test_run_ids", []), list):
-                warnings.warn(f"skipping entry {i} of {path}: not a selection (strategy, test_run_ids)", UserWarning,
-                              stacklevel=2)
-                continue
+    """(file, entry) for every entry of every selection.json under `results_dir` that passes its declared
+    schema (`nlbench.core.selection`: a damaged file is used not at all, and never opened unless it is a
+    regular file); `load_runs` reports the damaged files, one warning each."""
+    from nlbench.core.selection import SELECTION_FILE, read_selection_file
+
+    for path in sorted(Path(results_dir).rglob(SELECTION_FILE)):
+        for entry in read_selection_file(path)[0]:
             yield path, entry
 
 

@@ -12,18 +12,22 @@ The entry (JSON): strategy; setting (suite, scenario, head, backbone, epochs, ba
 metric, direction, val_fraction, tune_seed, sampler, budget, space (hyperparameter -> range); trials
 (number, params, value, status, run_id of the validation run under NAME-trials); chosen (the best
 trial's params), best_value, best_trial; test_seeds and test_run_ids; created_at; nlbench version.
-`nlbench report` reads `test_run_ids` to know which runs are the tuned ones (Verdicts).
+`nlbench report` reads `test_run_ids` to know which runs are the tuned ones (Verdicts). Both read the
+file through `nlbench.core.selection`, its declared schema: a damaged file is skipped whole, with one
+warning naming the file and the field, and a FIFO or other non-regular file is never opened.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SELECTION_FILE = "selection.json"
-SELECTION_SCHEMA = 1
+from nlbench.core.selection import SELECTION_FILE, SELECTION_SCHEMA, read_selection_file
+
+__all__ = ["SELECTION_FILE", "SELECTION_SCHEMA", "SETTING_KEYS", "read_selection", "setting_of", "write_selection"]
 SETTING_KEYS = ("suite", "scenario", "head", "backbone", "epochs", "batch_size", "protocol")
 
 
@@ -57,10 +61,10 @@ def write_selection(path: Path, entry: dict[str, Any]) -> None:
 
 
 def read_selection(path: Path) -> list[dict[str, Any]]:
-    """The entries of a selection file ([] when it is absent or unreadable)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return []
-    entries = data.get("selections") if isinstance(data, dict) else None
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    """The entries of a selection file that passes the schema (`nlbench.core.selection`); [] when it is
+    absent, and [] with one UserWarning naming the file and the failing field when it is damaged (a
+    tune then writes a new file in its place)."""
+    entries, problem = read_selection_file(path)
+    if problem:
+        warnings.warn(problem, UserWarning, stacklevel=2)
+    return entries
