@@ -64,8 +64,8 @@ def report_command(
     published: Annotated[Optional[Path], typer.Option(
         help="Published-baselines CSV to compare with; default: the bundled baselines/published.csv.")] = None,
     latex: Annotated[bool, typer.Option(
-        "--latex", help="Also write the main and published-comparison tables as LaTeX (tables/*.tex): mean ± CI, "
-        "best per column in bold.")] = False,
+        "--latex", help="Also write the main and published-comparison tables as LaTeX (tables/*.tex): mean ± 95% CI; "
+        "a column's best is bold only when its interval overlaps no other's.")] = False,
 ) -> None:
     """Aggregate stored runs over seeds into a report (tables, figures, published numbers side by side)."""
     with user_errors():

@@ -4,6 +4,7 @@ the executors' `Events` (started, finished, waiting, done elsewhere)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -114,16 +115,22 @@ def print_summary(console: Any, title: str, planned: Sequence[PlannedRun], resul
     from rich.markup import escape
     from rich.table import Table
 
+    from nlbench.commands.report.stats import t_critical
+
     table = Table(title=title, title_justify="left")
-    for column in ("strategy", "grid point", "runs", "completed", "diverged", "failed", "not run", "ACC %", "forgetting %"):
+    for column in ("strategy", "grid point", "runs", "completed", "diverged", "failed", "not run", "ACC % ± 95% CI",
+                   "forgetting %"):
         table.add_column(column, justify="left" if column in ("strategy", "grid point") else "right")
     for row in summary_rows(planned, results):
-        acc = _pct(row["acc_mean"]) + (f" ± {100 * row['acc_std']:.1f}" if row["acc_std"] is not None else "")
+        # "±" is the 95% CI of the mean here too, the interval `nlbench report` gives the same cell
+        n = row["completed"]
+        ci = t_critical(n) * row["acc_std"] / math.sqrt(n) if row["acc_std"] is not None and n > 1 else None
+        acc = _pct(row["acc_mean"]) + (f" ± {100 * ci:.1f}" if ci is not None else "")
         table.add_row(escape(row["strategy"]), escape(row["point"]), str(row["runs"]), str(row["completed"]), str(row["diverged"]),
                       str(row["failed"]), str(row["not_run"]), acc, _pct(row["forgetting_mean"]))
     console.print(table)
-    console.print("  ACC: final average accuracy over the completed seeds (mean ± sample std); "
-                  "forgetting: Chaudhry et al.", highlight=False)
+    console.print("  ACC: final average accuracy over the completed seeds, mean ± 95% CI of the mean (Student t, "
+                  "as in `nlbench report`; one seed: no interval); forgetting: Chaudhry et al.", highlight=False)
     failed = [(r, results[r.spec.run_id]) for r in planned if (results.get(r.spec.run_id) or {}).get("status") == "failed"]
     for run, result in failed[:10]:
         first = (str(result.get("error") or "").strip().splitlines() or [""])[0]
