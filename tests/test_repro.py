@@ -16,6 +16,8 @@ order differs, so its tolerance is sized to seed noise (see EQUIVALENCE_TOL).
 from __future__ import annotations
 
 import csv
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +100,22 @@ EQUIVALENCE_TOL = {"adam": 0.03, "replay": 0.07}
 EQUIVALENCE_SEEDS = (0, 1, 2)
 
 
+@contextmanager
+def _without_avalanches_own_replay_deprecation():
+    """Avalanche 0.6's stock ReplayPlugin calls its own deprecated `ExemplarsBuffer.update` after every
+    experience (nlbench's replay calls `post_adapt`, the replacement). The deprecation decorator runs
+    `warnings.simplefilter("once", DeprecationWarning)` before warning, which puts its filter in front
+    of pytest's, so no filter in pyproject.toml or `filterwarnings` mark can hold it back. It is caught
+    here, that one warning only; every other warning is passed on."""
+    with warnings.catch_warnings(record=True) as caught:  # also undoes the decorator's filter change
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, DeprecationWarning) and str(w.message).startswith("Call to deprecated function update "):
+            continue
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 def _stock_avalanche_acc(strategy: str, seed: int, benchmark) -> float:
     """Avalanche's Naive / Replay, stock (its own DataLoaders and ReplayPlugin, no nlbench plugin or
     fast path), with nlbench's model, optimizer and settings for that spec; ACC = mean accuracy over
@@ -116,15 +134,15 @@ def _stock_avalanche_acc(strategy: str, seed: int, benchmark) -> float:
         eval_mb_size=spec.eval_batch_size, device="cpu", evaluator=evaluator, eval_every=-1,
     )
     stock = Naive(**common) if strategy == "adam" else Replay(mem_size=spec.hp["mem_size"], **common)
-    for experience in benchmark.train_stream:
-        stock.train(experience)
+    with _without_avalanches_own_replay_deprecation():
+        for experience in benchmark.train_stream:
+            stock.train(experience)
     metrics = stock.eval(benchmark.test_stream)
     per_exp = [v for k, v in metrics.items() if k.startswith("Top1_Acc_Exp/eval_phase/test_stream")]
     assert len(per_exp) == len(benchmark.test_stream)
     return float(np.mean(per_exp))
 
 
-@pytest.mark.filterwarnings("ignore")  # Avalanche 0.6's ReplayPlugin warns about its own deprecated call
 @pytest.mark.parametrize("strategy", ["adam", "replay"])
 def test_nlbench_baseline_matches_stock_avalanche(strategy, digits, one_thread):
     ours = [run_one(resolve_spec("split-digits", strategy, device="cpu", seed=s), benchmark=digits)["metrics"]["acc"]
