@@ -6,8 +6,8 @@ line, time per experience, memory kind, device), counts a run stored under two n
 separates corrupt runs (skipped, with a message naming the file and the field) and unfinished ones
 (spec.json without a `done` marker). Damaged `selection.json` files (`nlbench tune`'s record of the
 tuned runs; `nlbench.core.selection`) are reported among the skipped, one message per file. Every run
-is checked before anything is drawn, so a bad run can never stop a report half-written. `key_columns` and `add_labels` then name each run's
-configuration. pandas and numpy are imported inside the functions.
+is checked before anything is drawn, so a bad run can never stop a report half-written. `key_columns`
+and `add_labels` then name each run's configuration. pandas and numpy are imported inside the functions.
 """
 
 from __future__ import annotations

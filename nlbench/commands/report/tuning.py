@@ -3,7 +3,8 @@
 Read from every `selection.json` under the results (written by `nlbench tune`; format:
 `nlbench.commands.tune.provenance`). A chosen value within `EDGE` of its range's edge (on the log scale
 for a log range) is flagged: there the range, not the method, decided the value, and a wider range
-might have chosen differently. A damaged file is skipped whole (`nlbench.core.selection`), with a warning naming it.
+might have chosen differently. A damaged file is skipped whole (`nlbench.core.selection`), with a warning
+naming it.
 """
 
 from __future__ import annotations
