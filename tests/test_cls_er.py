@@ -176,12 +176,24 @@ def test_plastic_slower_than_stable_is_refused():
         build(None, hp)
 
 
-@pytest.mark.parametrize("strategy", ["cls-er", "cls-er+ewc", "lookahead+cls-er", "cms+cls-er"])
-def test_runs_and_composes(strategy, digits, one_thread):
-    result = run_one(resolve_spec("split-digits", strategy, device="cpu"), benchmark=digits)
+def test_it_runs_and_keeps_more_than_fine_tuning(digits, one_thread):
+    result = run_one(resolve_spec("split-digits", "cls-er", device="cpu"), benchmark=digits)
     assert result["status"] == "completed", result["error"]
     # Fine-tuning keeps about the last experience here (ACC 0.16-0.19, tests/repro_targets.csv); CLS-ER replays.
     assert result["cls_er"]["steps"] == 5 * 5 * 8 and result["metrics"]["acc"] > 0.5, result["metrics"]
+
+
+@pytest.mark.parametrize("strategy, other", [("cls-er+ewc", "EWCPlugin"), ("lookahead+cls-er", "Lookahead"),
+                                             ("cms+cls-er", "CMSMLP")])
+def test_it_composes(strategy, other, digits, one_thread):
+    spec = resolve_spec("split-digits", strategy, device="cpu", epochs=1)
+    result = run_one(spec, benchmark=digits)
+    assert result["status"] == "completed", result["error"]
+    assert result["cls_er"]["steps"] == 5 * 8 and result["cls_er"]["buffer_seen"] == sum(len(e.dataset) for e in digits.train_stream)
+    seed_everything(0)
+    strategy_obj, _ = build_strategy(spec, digits, torch.device("cpu"))
+    parts = {type(p).__name__ for p in strategy_obj.plugins} | {type(strategy_obj.optimizer).__name__, type(strategy_obj.model).__name__}
+    assert {"CLSER", other} <= parts, parts  # both components are in the one strategy
 
 
 def test_it_is_a_two_timescale_reference_in_the_verdicts():
@@ -191,6 +203,26 @@ def test_it_is_a_two_timescale_reference_in_the_verdicts():
     assert families["cls-er"] == "control"
     assert ("cls-er", "two-timescale") in references("cms", families)
     assert ("cls-er+replay", "two-timescale") in references("cms+replay", families)
+
+
+@pytest.mark.slow  # a whole report (figures included): about 2 minutes on the shared 2-core machine
+def test_the_report_pairs_a_nested_learning_method_with_it(digits, one_thread, tmp_path):
+    from nlbench.commands.report import build_report
+    from nlbench.core.store import write_run
+
+    for strategy in ("cms", "cls-er"):
+        for seed in (0, 1):
+            spec = resolve_spec("split-digits", strategy, device="cpu", seed=seed, epochs=1)
+            result = run_one(spec, benchmark=digits)
+            assert result["status"] == "completed", result["error"]
+            write_run(tmp_path / "results", spec, result)
+    build_report(tmp_path / "results", tmp_path / "report")
+    import pandas as pd
+
+    verdicts = pd.read_csv(tmp_path / "report" / "tables" / "verdicts.csv")
+    pair = verdicts[(verdicts["method"] == "cms") & (verdicts["reference"] == "cls-er")]
+    assert set(pair["kind"]) == {"two-timescale"} and set(pair["n"]) == {2} and "acc" in set(pair["metric"])
+    assert "| cms | cls-er (two-timescale) |" in (tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.slow  # about 3 minutes on the shared 2-core machine: one fresh interpreter per run

@@ -151,8 +151,9 @@ def test_per_sample_fisher_is_the_definition(backbone, one_thread):
     torch.manual_seed(0)
     model = build_backbone(backbone, (1, 28, 28), 10).eval()
     assert (_linear_layers(model) is not None) == (backbone == "mlp-2x256")
-    x, y = torch.rand(300, 1, 28, 28), torch.randint(0, 10, (300,))  # 300 > one chunk of 256
-    dataset = torch.utils.data.TensorDataset(x, y, torch.zeros(300, dtype=torch.long))  # (x, y, task) like Avalanche's
+    n = 300 if backbone == "mlp-2x256" else 24  # 300 > one chunk of 256; the per-sample loop is slow
+    x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
+    dataset = torch.utils.data.TensorDataset(x, y, torch.zeros(n, dtype=torch.long))  # (x, y, task) like Avalanche's
     plugin = PerSampleFisherEWC(90.0, mode="online", decay_factor=1.0)
     ours = plugin.compute_importances(model, None, None, dataset, "cpu", 10)
     expected = _brute_force_fisher(model, x, y)
@@ -173,6 +174,7 @@ def test_ewc_fisher_default_keeps_stored_run_ids():
 
 
 @needs_fmnist
+@pytest.mark.slow  # eight runs and a whole report: about 2 minutes on the shared 2-core machine
 def test_the_report_pairs_the_three_published_rows(tmp_path, offline, one_thread):
     from test_protocol_buzzega import _fmnist_subset
 
