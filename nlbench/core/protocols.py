@@ -58,6 +58,7 @@ class MethodSettings:
     verified: bool
     source: str
     note: str = ""
+    epochs: int | None = None  # the method's own epochs when the paper ran methods for different lengths
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class Protocol:
     # Set when no published number of this protocol could be read: why. The report then says so
     # beside the published comparison instead of leaving the runs unexplained.
     no_published_number: str = ""
+    # Which published rows this preset reproduces: column -> value of baselines/published.csv's source
+    # columns (`source` matches as a prefix). The report's mapping files those rows under this preset.
+    published_rows: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def strategies(self) -> list[str]:
@@ -97,6 +101,7 @@ def _methods(name: str, entries: list[dict[str, Any]]) -> tuple[MethodSettings, 
     settings = []
     for entry in entries:
         common = {k: entry[k] for k in ("strategy", "method", "verified", "source")}
+        common["epochs"] = int(entry["epochs"]) if "epochs" in entry else None
         note = entry.get("note", "")
         per_buffer = entry.get("per_buffer")
         if per_buffer is None:
@@ -116,6 +121,7 @@ def _load_protocols() -> dict[str, Protocol]:
             batch_size=int(data["batch_size"]), buffer_sizes=tuple(data["buffer_sizes"]),
             methods=_methods(name, data["methods"]), notes=tuple(data.get("notes", ())),
             no_published_number=data.get("no_published_number", ""),
+            published_rows={k: str(v) for k, v in data.get("published_rows", {}).items()},
         )
     return protocols
 
@@ -133,6 +139,18 @@ def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise UserError(f"unknown protocol {name!r}; valid: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
+
+
+def preset_of_published(row: Mapping[str, Any]) -> str:
+    """The preset whose `published_rows` select this row of the published source ('' when none does)."""
+    for protocol in PROTOCOLS.values():
+        wanted = protocol.published_rows
+        if wanted and all(
+            str(row.get(key, "")).strip().startswith(value) if key == "source" else str(row.get(key, "")).strip() == value
+            for key, value in wanted.items()
+        ):
+            return protocol.name
+    return ""
 
 
 def _n_experiences(suite: str) -> int:
@@ -175,7 +193,8 @@ def protocol_overrides(
 ) -> dict[str, Any]:
     """Spec fields and hyperparameters that protocol `name` pins for `strategy` on `suite`.
 
-    Returns `{"scenario", "backbone", "epochs", "batch_size", "protocol", "hparams": {...}}`.
+    Returns `{"scenario", "backbone", "epochs", "batch_size", "protocol", "hparams": {...}}`; the epochs
+    are the method's own where the paper ran methods for different numbers of epochs.
     `buffer_size` is the total buffer in samples for methods with a buffer (default: the smallest
     published size); for agem it becomes `patterns_per_exp = buffer_size / n_experiences`.
     `hparams` (the user's own `--hp` values) only selects between published variants that share one
@@ -194,7 +213,7 @@ def protocol_overrides(
     return {
         "scenario": protocol.scenarios[0],
         "backbone": protocol.backbone,
-        "epochs": protocol.epochs,
+        "epochs": settings.epochs or protocol.epochs,
         "batch_size": protocol.batch_size,
         "protocol": protocol.name,
         "hparams": dict(settings.hparams),

@@ -24,9 +24,9 @@ _NOT_HASHED = frozenset({"name"})
 _HASHED_IF_SET = {"data_path": "fast", "amp": "none", "compile": False, "channels_last": False, "holdout": 0.0,
                   "suite_options": {}, "eval_every": 0, "probes": False, "resolved_hparams": {}}
 # Hyperparameters declared by an existing strategy after its first results were stored (replay's
-# mem_batch): kept out of the spec at their default, so stored run ids and the report's groups stay
+# mem_batch, ewc's ewc_fisher): kept out of the spec at their default, so stored run ids and the report's groups stay
 # as they were; a strategy reads them with hp.get(key, default).
-_HPARAMS_STORED_IF_SET = {"mem_batch": 0}
+_HPARAMS_STORED_IF_SET = {"mem_batch": 0, "ewc_fisher": "minibatch"}
 
 
 def _freeze(value: Any) -> Any:

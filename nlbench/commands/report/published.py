@@ -29,6 +29,7 @@ from nlbench.core.protocols import (
     _present,
     backbone_descriptor,
     get_protocol,
+    preset_of_published,
     read_preset,
     run_buffer_size,
 )
@@ -218,16 +219,6 @@ def _spread(detail: str, std: Any) -> str:
     return "unknown"
 
 
-def _der2020_row(row: Mapping[str, Any]) -> bool:
-    return (
-        str(row["source"]).startswith("Buzzega et al. NeurIPS 2020")
-        and row["benchmark"] == "split_cifar10"
-        and row["scenario"] == "class_il"
-        and str(row["epochs_per_task"]).strip() == "50"
-        and row["backbone"] == "ResNet-18 (from scratch)"
-    )
-
-
 def map_published(source: Any) -> Any:
     """published-baselines.csv (a DataFrame) -> the mapped table stored as baselines/published.csv."""
     import pandas as pd
@@ -253,7 +244,7 @@ def map_published(source: Any) -> Any:
             notes.append(f"nlbench does not compute {row['metric']}")
         elif metric == "forgetting":
             notes.append("assumed Chaudhry et al.'s forgetting (best earlier minus final accuracy)")
-        protocol = "der2020" if _der2020_row(row) else ""
+        protocol = preset_of_published(row)
         if not protocol and str(row["source"]).startswith("Buzzega") and row["scenario"] == "task_il":
             notes.append("Task-IL of a class-IL-trained model masked at test time; nlbench's task scenario trains with the mask")
         value, std = row["value"], row["std"]
