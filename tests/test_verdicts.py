@@ -86,7 +86,7 @@ def test_each_nl_method_is_paired_with_its_controls_the_two_timescale_optimizers
     families = {n: i.family for n, i in strategies().items()}
     assert set(references("cms", families)) == {("cms-sync", "control"), ("cms-frozen", "control"),
                                                ("lookahead", "two-timescale"), ("ademamix", "two-timescale"), ("adam", "adam"),
-                                               ("adam-matched", "param-matched")}
+                                               ("adam-matched", "param-matched"), ("cls-er", "two-timescale")}
     assert ("cms-sync+replay", "control") in references("cms+replay", families)
     assert ("replay", "adam") in references("cms+replay", families)
     assert set(table["method"]) == {"cms"}  # controls and adam are references, never methods

@@ -69,11 +69,11 @@ def run_command(
         from nlbench.core.regime import regime_warning
 
         warning = regime_warning(checked)
-        if warning:
-            console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         with RunProgress() as progress:
             progress.starting()
             specs = plan_specs(suite, names, overrides, device=str(resolve_device(device)), name=name, **fields)
+            if warning:  # after the device is known (a bad device is its one line), before any data loads
+                progress.warn(warning)
             outcomes = run_specs(specs, out, data_root=data_root, download=download, force=force, events=progress.event,
                                  tracking=tracking)
         _print_table(outcomes, out)

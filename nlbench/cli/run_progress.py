@@ -72,6 +72,10 @@ class RunProgress:
         if self.progress is not None:
             self.progress.stop()
 
+    def warn(self, text: str) -> None:
+        """One warning line (e.g. a clock level that will barely tick), above any live display."""
+        self._line(f"warning: {text}")
+
     # -- helpers --------------------------------------------------------------------------------
     def _line(self, text: str) -> None:
         stamp = f"[{_hms(self.clock() - self.started)}] " if not self.live else ""
