@@ -142,6 +142,7 @@ stage_secondary() {
 stage_published() {
     if [ "$quick" = 1 ]; then return; fi  # minutes per run at batch 10: not smoke-sized
     sweep sfr2024 --suite split-fmnist --protocol sfr2024 --strategy der,ewc,si --seeds 0-4
+    sweep sfr2024 --suite split-fmnist --protocol sfr2024 --strategy der --grid mem_size=200 --seeds 0-4  # the appendix reading
     sweep buzzega2020 --suite split-fmnist --protocol buzzega2020 --strategy sgd,replay,agem \
         --grid mem_size=200,500 --grid patterns_per_exp=40,100 --seeds 0-2
 }

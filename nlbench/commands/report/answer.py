@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nlbench.commands.report.costs import describe_cost, pair_cost
+from nlbench.commands.report.power import MARGIN
 from nlbench.commands.report.verdicts import ALPHA, EQUIVALENT
 
 QUESTION = ("Does multi-timescale learning forget less, or learn more, than the same network without the clock, "
@@ -29,6 +30,14 @@ def _phrase(row: dict[str, Any], what: str) -> str:
 
 
 def _outcome(acc: dict[str, Any], forgetting: dict[str, Any]) -> str:
+    word = _direction(acc, forgetting)
+    significant = [r for r in (acc, forgetting) if r["p_holm"] < ALPHA]
+    if word in ("helps", "hurts", "mixed") and all(abs(r["estimate"]) < MARGIN for r in significant):
+        return f"{word}, by less than {MARGIN:g} pt"
+    return word
+
+
+def _direction(acc: dict[str, Any], forgetting: dict[str, Any]) -> str:
     helped = (acc["p_holm"] < ALPHA and acc["estimate"] > 0) or (forgetting["p_holm"] < ALPHA and forgetting["estimate"] < 0)
     hurt = (acc["p_holm"] < ALPHA and acc["estimate"] < 0) or (forgetting["p_holm"] < ALPHA and forgetting["estimate"] > 0)
     if helped and hurt:

@@ -155,6 +155,24 @@ def _clocked(block: Any) -> bool:
     return bool(block["slowest_period"].notna().any()) if "slowest_period" in block else False
 
 
+def _setting_text(first: Any) -> str:
+    """What sets this setting apart from the suite's defaults: its options, then any field that differs
+    ("n_tasks=10,test_per_task=2000,train_per_task=10000, batch_size=32"); "" at the defaults."""
+    from nlbench.data.suites import SUITES
+
+    suite = SUITES.get(first["suite"])
+    defaults = {} if suite is None else {"backbone": suite.backbone, "epochs": str(suite.epochs),
+                                         "batch_size": str(suite.batch_size),
+                                         "head": suite.default_head(first["scenario"])}
+    parts = []
+    for c in SETTING[1:]:
+        value = first.get(f"_k_{c}", "-")
+        if c == "scenario" or value in ("-", "default") or str(defaults.get(c, "")) == str(value):
+            continue
+        parts.append(value if c == "suite_options" else f"{c}={value}")
+    return ", ".join(parts)
+
+
 def _clock_position(block: Any) -> dict[str, float]:
     """The method's slowest period, that period over the experience length, and its updates over the
     stream (medians over the method's runs; NaN without a clock)."""
@@ -190,8 +208,7 @@ def compute_verdicts(runs: Any, results_dir: Path) -> Any:
     for _, block in chosen.groupby(_setting_columns(chosen), sort=True):
         by_strategy = {s: g for s, g in block.groupby("strategy")}
         first = block.iloc[0]
-        setting = ", ".join(f"{c}={first[f'_k_{c}']}" for c in SETTING[1:] if f"_k_{c}" in block
-                            and c != "scenario" and first[f"_k_{c}"] not in ("-", "default"))
+        setting = _setting_text(first)
         for method in sorted(by_strategy):
             for reference, kind in references(method, families):
                 if reference not in by_strategy:
