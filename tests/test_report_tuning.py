@@ -95,3 +95,22 @@ def test_the_published_cms_study_is_re_examined_from_our_verdicts(tmp_path):
     assert "clocked-adam vs adam (their headline comparison, on our stream): +5.5" in paragraph
     assert "the clock itself shows no significant gain, so a gain over Adam is not the clock's" in paragraph
     assert "cms vs cms-sync (the clock itself, in the CMS network): not run here" in paragraph
+
+
+def test_the_period_axis_pairs_each_method_with_its_control_at_every_period_setting(tmp_path):
+    for periods, gap in (((1, 8, 64), 0.00), ((1, 16, 128), 0.02)):
+        for strategy in ("cms", "cms-sync"):
+            for seed in (1, 2, 3):
+                spec = resolve_spec("split-digits", strategy, device="cpu", seed=seed, name="axis",
+                                    hparams={"periods": periods})
+                acc = 0.6 + 0.001 * seed + (gap if strategy == "cms" else 0.0)
+                clocks = {"global_step": 256, "periods": list(periods) if strategy == "cms" else [1, 1, 1],
+                          "updates": [256 // p for p in periods] if strategy == "cms" else [256] * 3}
+                write_run(tmp_path, spec, _result(seed, acc, clocks))
+    text = build_report(tmp_path, tmp_path / "out").report_md.read_text()
+    section = text.split("The clock-period axis")[1].split("\n## ")[0]
+    axis = [line for line in section.splitlines() if line.startswith("| split-digits")]
+    assert len(axis) == 2
+    assert "| cms - cms-sync | (1,8,64) | 0.5 | 4 | 3 | +0.0 [" in axis[0]
+    assert "| cms - cms-sync | (1,16,128) | 1 | 2 | 3 | +2.0 [" in axis[1]
+    assert (tmp_path / "out" / "figures" / "answer_period_axis.png").stat().st_size > 1000

@@ -51,9 +51,51 @@ def _direction(acc: dict[str, Any], forgetting: dict[str, Any]) -> str:
     return "cannot tell"
 
 
-def answer_figure(table: Any, path: Path) -> bool:
-    """Method - control (ACC, forgetting) against slowest period / experience length; False if nothing to draw."""
-    rows = table[(table["kind"] == "control") & table["period_over_e"].notna()]
+def period_rows(runs: Any) -> Any:
+    """Method - own control at every clock-period setting both ran (the period axis), paired by seed: one row
+    per (setting, method, control, periods, metric). The verdicts take one configuration per strategy; here
+    each resolved `periods` value is its own point, each side at its own learning rate (one configuration
+    per strategy and periods: the one with the most runs). Unadjusted 95% intervals: a plot, not a verdict."""
+    import pandas as pd
+
+    from nlbench.commands.report.verdicts import _families, _setting_columns, _setting_text, paired_stats, references
+
+    if "slowest_period" not in runs or "_k_hp.periods" not in runs:
+        return pd.DataFrame()
+    clocked = runs[(runs["status"] == "completed") & runs["slowest_period"].notna()]
+    families, rows = _families(), []
+
+    def one_config(block: Any) -> Any:
+        return block[block["config"] == block["config"].value_counts().index[0]] if len(block) else block
+
+    for _, block in clocked.groupby(_setting_columns(clocked), sort=True):
+        first = block.iloc[0]
+        for method in sorted(block["strategy"].unique()):
+            for reference, kind in references(method, families):
+                if kind != "control":
+                    continue
+                ours_all, theirs_all = block[block["strategy"] == method], block[block["strategy"] == reference]
+                for periods, ours in ours_all.groupby("_k_hp.periods"):
+                    ours, theirs = one_config(ours), one_config(theirs_all[theirs_all["_k_hp.periods"] == periods])
+                    merged = ours.merge(theirs, on="seed", suffixes=("", "_ref"))
+                    if len(merged) < 2:
+                        continue
+                    x = float((ours["slowest_period"] / ours["experience_length"]).median())
+                    for metric in ("acc", "forgetting"):
+                        rows.append({"suite": first["suite"], "scenario": first["scenario"], "setting": _setting_text(first),
+                                     "method": method, "reference": reference, "periods": periods, "period_over_e": x,
+                                     "slowest_updates": float(ours["slowest_updates"].median()), "metric": metric,
+                                     **paired_stats(merged[metric], merged[f"{metric}_ref"])})
+    return pd.DataFrame(rows)
+
+
+def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
+    """Method - control (ACC, forgetting) against slowest period / experience length; False if nothing to draw.
+    The period axis (`period_rows`) when it has points, else the verdicts' control rows."""
+    if axis is not None and len(axis):
+        rows = axis.assign(family="primary")
+    else:
+        rows = table[(table["kind"] == "control") & table["period_over_e"].notna()]
     if rows.empty:
         return False
     import matplotlib
@@ -65,6 +107,7 @@ def answer_figure(table: Any, path: Path) -> bool:
     for ax, metric, title in zip(axes[0], ("acc", "forgetting"), ("ACC", "Forgetting")):
         sub = rows[rows["metric"] == metric]
         for (method, reference, family), block in sub.groupby(["method", "reference", "family"], sort=True):
+            block = block.sort_values("period_over_e")
             x, y = block["period_over_e"].to_numpy(), block["estimate"].to_numpy()
             low, high = block["ci_low"].to_numpy(), block["ci_high"].to_numpy()
             style = dict(fmt="o-", capsize=3, ms=4) if family == "primary" else dict(fmt="x", alpha=0.45, ms=5)
@@ -84,7 +127,26 @@ def answer_figure(table: Any, path: Path) -> bool:
     return True
 
 
-def answer_section(table: Any, costs: Any, out: Path, figures: list[Path]) -> list[str]:
+def axis_lines(axis: Any) -> list[str]:
+    """The period axis as a compact table (ACC and forgetting, method - control, per resolved periods)."""
+    if axis is None or not len(axis):
+        return []
+    lines = ["", "The clock-period axis (method - its control at the same resolved periods, each at the learning rate "
+             "tuned at the default clock; unadjusted 95% intervals, n paired seeds):", "",
+             "| setting | method - control | periods | slowest / e | slowest level updates | n | ACC | forgetting |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (suite, scenario, setting, method, reference, periods), block in axis.groupby(
+            ["suite", "scenario", "setting", "method", "reference", "periods"], sort=False):
+        cells = {r["metric"]: r for r in block.to_dict("records")}
+        acc, forgetting = cells["acc"], cells["forgetting"]
+        lines.append(f"| {suite}, {scenario}" + (f" ({setting})" if setting else "") + f" | {method} - {reference} | "
+                     f"{periods} | {acc['period_over_e']:.2g} | {acc['slowest_updates']:.0f} | {acc['n']} | "
+                     f"{acc['estimate']:+.1f} [{acc['ci_low']:+.1f}, {acc['ci_high']:+.1f}] | "
+                     f"{forgetting['estimate']:+.1f} [{forgetting['ci_low']:+.1f}, {forgetting['ci_high']:+.1f}] |")
+    return lines
+
+
+def answer_section(table: Any, costs: Any, out: Path, figures: list[Path], runs: Any = None) -> list[str]:
     lines = ["## Answer", "", f"**Question.** {QUESTION}", ""]
     if table.empty:
         return lines + ["**No answer here:** no clocked method has a control run in the same setting.", ""]
@@ -121,8 +183,11 @@ def answer_section(table: Any, costs: Any, out: Path, figures: list[Path]) -> li
         lines.append(f"{len(n_off)} clock comparison(s) are off-regime and answer nothing (e.g. "
                      f"{n_off.iloc[0]['suite']}, {n_off.iloc[0]['method']} vs {n_off.iloc[0]['reference']}: "
                      f"{n_off.iloc[0]['regime']}); they are in the secondary table.")
+    axis = period_rows(runs) if runs is not None else None
+    if axis is not None and len(axis):
+        axis = axis.sort_values(["suite", "scenario", "method", "reference", "period_over_e"], kind="stable")
     figure = out / "figures" / "answer_period_axis.png"
-    if answer_figure(table, figure):
+    if answer_figure(table, figure, axis):
         figures.append(figure)
         lines += ["", "![the clock's effect against its slowest period](figures/answer_period_axis.png)"]
-    return lines + [""]
+    return lines + axis_lines(axis) + [""]

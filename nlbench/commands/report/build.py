@@ -131,7 +131,7 @@ def build_report(
            "sweeps": sweeps, "skipped": skipped, "unfinished": unfinished, "figure_index": figure_index, "tables": tables}
     table = compute_verdicts(runs, results_dir)
     costs = load_cost_table(results_dir)
-    ctx["answer"] = answer_section(table, costs, out, figures)  # the opening section, generated from the verdicts
+    ctx["answer"] = answer_section(table, costs, out, figures, runs)  # the opening section, generated from the verdicts
     ctx["verdicts"] = verdicts_section(table, costs, out, write_csv, figures)
     ctx["tuning"] = tuning_section(results_dir)
     ctx["reexamination"] = reexamination_section(table)
