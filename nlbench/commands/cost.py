@@ -40,7 +40,7 @@ def plan_cost(suite: str, strategy_names: Sequence[str], overrides: Mapping[str,
     """A validated plan. `--hp` applies to the strategies that declare the key; a key none declares is
     an error. `device` is the resolved device name (specs carry it)."""
     from nlbench.core.cost import SPREADS
-    from nlbench.core.registry import declared_hparams
+    from nlbench.core.registry import overrides_by_strategy
     from nlbench.core.spec import resolve_spec
     from nlbench.core.store import check_run_name
 
@@ -60,15 +60,11 @@ def plan_cost(suite: str, strategy_names: Sequence[str], overrides: Mapping[str,
     reference = names[0] if reference is None else reference
     if reference not in names:
         raise UserError(f"--reference {echo(reference)} is not one of the strategies measured ({', '.join(names)})")
-    declared = {n: declared_hparams(n) for n in names}
-    valid = sorted({k for keys in declared.values() for k in keys})
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise UserError(f"unknown hyperparameter {unknown[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
+    shares = overrides_by_strategy(names, overrides)
     if name is not None:
         check_run_name(name)
     specs = tuple(resolve_spec(suite, n, device=device, seed=seed, **fields,
-                               hparams={k: v for k, v in overrides.items() if k in declared[n]}) for n in names)
+                               hparams=shares[n]) for n in names)
     return CostPlan(specs, steps, repeats, warmup, seed, threads, reference, spread, name)
 
 

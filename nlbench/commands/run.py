@@ -49,24 +49,20 @@ def plan_specs(
     `--hp mem_size=500` can go with a list of strategies; a key that none declares is an error.
     `probes` applies to the strategies with clock levels (an error when none has them).
     `device` is the resolved device name (it is part of the spec)."""
-    from nlbench.core.registry import declared_hparams, probe_targets
+    from nlbench.core.registry import overrides_by_strategy, probe_targets
     from nlbench.core.spec import resolve_spec
     from nlbench.core.store import check_run_name
 
     names = list(strategy_names) if strategy_names is not None else runnable_strategies(suite, fields.get("scenario"))
     if not names:
         raise UserError("--strategy is empty; give at least one strategy")
-    declared = {n: declared_hparams(n) for n in names}
-    valid = sorted({k for keys in declared.values() for k in keys})
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise UserError(f"unknown hyperparameter {unknown[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
+    shares = overrides_by_strategy(names, overrides)
     if name is not None:
         check_run_name(name)
     probed = set(probe_targets(names)[0]) if fields.get("probes") else set()
     return [
         resolve_spec(suite, n, device=device, name=name, **{**fields, "probes": n in probed},
-                     hparams={k: v for k, v in overrides.items() if k in declared[n]})
+                     hparams=shares[n])
         for n in names
     ]
 

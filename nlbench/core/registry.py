@@ -302,6 +302,17 @@ def declared_hparams(name: str) -> dict[str, HParam]:
     return declared
 
 
+def overrides_by_strategy(names: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each strategy's share of `overrides`: a key applies to the strategies that declare it, so
+    `--hp mem_size=500` can go with a list of strategies; a key that none declares is a UserError."""
+    declared = {n: declared_hparams(n) for n in names}
+    valid = sorted({k for keys in declared.values() for k in keys})
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise UserError(f"unknown hyperparameter {unknown[0]!r} for {', '.join(names)}; valid: {', '.join(valid)}")
+    return {n: {k: v for k, v in overrides.items() if k in declared[n]} for n in names}
+
+
 def has_clock_levels(name: str) -> bool:
     """Whether a (composite) strategy trains with clock levels (`--probes` measures them): one of its
     components declares clock `periods` (cms, clocked-adam, hope and their controls)."""
