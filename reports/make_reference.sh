@@ -16,12 +16,13 @@
 #   primary    (part of tune: the chosen configurations on the test seeds)
 #   periods    the clock-period axis: the slowest period at ~1/16, 1/4, 1 and 2 experience lengths
 #              (relative periods 1,e/32,e/16 / 1,e/16,e/4 / 1,e/8,e / 1,e/4,2e) for cms and clocked-adam and
-#              their sync and frozen controls, each at its tuned learning rate (tuned once at the default
-#              clock, then used along the axis), on the test seeds;
+#              their sync controls (the frozen controls do not depend on the slow periods), each at its tuned
+#              learning rate (tuned once at the default clock, then used along the axis), on the test seeds;
 #   grid       periods x alpha for cms+deep-l2gd (both axes of a Nested Learning method): 3 period settings x
 #              alpha in {0, 1e-4, 1e-3, 1e-2} at the tuned cms lr, $GRID_SEEDS seeds;
-#   secondary  tuned (same budget), $SECONDARY_SEEDS seeds: task-incremental split-fmnist, split-digits, the
-#              bigram in-context mixture; class-incremental split-fmnist as one sanity row;
+#   secondary  tuned (same budget), $SECONDARY_SEEDS seeds: split-digits, the bigram in-context mixture (with
+#              hope's period axis and its controls there), class-incremental split-fmnist as one sanity row,
+#              task-incremental split-fmnist;
 #   published  the published protocols: SFR 2024 (sfr2024) and Buzzega et al. 2020 (buzzega2020);
 #   cost       `nlbench cost` on the primary setting (isolated step time and state bytes; the Answer's cost);
 #   report     `nlbench report $OUT --out $REPORT`;
@@ -35,7 +36,7 @@
 # 1.2 times per experience and 12 times over the stream, and 2e (158 steps) 5 times; each task is
 # evaluated on PRIMARY_TEST=2000 of its 10000 test images (a seeded subset, the same for every seed: the
 # 10 x 11 evaluations of the full test sets would cost twice the training). ROTATED=1 adds
-# rotated-fmnist at the same sizes as a second primary setting. BUDGET=16, SEEDS=1-10, GRID_SEEDS=1-5,
+# rotated-fmnist at the same sizes as a second primary setting (the verdict family and replay). BUDGET=16, SEEDS=1-10, GRID_SEEDS=1-5,
 # SECONDARY_SEEDS=1-5, JOBS=2 (a local Ray cluster; one torch thread per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,12 +105,19 @@ stage_unpack() {
 
 stage_tune() {
     tune primary-permuted "${primary[@]}" --seeds "$seeds" --strategy "$clocked,$references"
-    if [ "${ROTATED:-0}" = 1 ]; then tune primary-rotated "${rotated[@]}" --seeds "$seeds" --strategy "$clocked,$references"; fi
+    # rotated-fmnist, the second primary setting: the verdict family (the clocked methods, their controls, adam
+    # and the parameter-matched MLP) and replay as the reference point; ROTATED_STRATEGIES overrides it.
+    if [ "${ROTATED:-0}" = 1 ]; then
+        tune primary-rotated "${rotated[@]}" --seeds "$seeds" --strategy "${ROTATED_STRATEGIES:-$clocked,adam,adam-matched,replay}"
+    fi
 }
 
 stage_periods() {
     local strategy periods grid
-    for strategy in ${clocked//,/ }; do
+    # The frozen controls are left out: with the fastest period 1 in every axis setting they are the same run at
+    # every periods (slow levels frozen, the fast one at period 1; checked bit-identical on ACC and every
+    # accuracy), so the report pairs the axis with their default-clock runs.
+    for strategy in cms cms-sync clocked-adam clocked-adam-sync; do
         grid=$(tuned primary-permuted "$strategy")
         periods=$(IFS=:; echo "${period_axis[*]}")
         # shellcheck disable=SC2086  # $grid holds several --grid flags
@@ -126,17 +134,26 @@ stage_grid() {
 
 stage_secondary() {
     local nl="cms,clocked-adam,nested-adam,deep-l2gd,nl-memory,dmgd,m3" base="adam,sgd,ewc,si,lwf,replay,cls-er"
+    local bigram=(--suite bigram-shift --suite-option regime=mixture --suite-option steps=640) strategy grid periods
     if [ "$quick" = 1 ]; then  # smoke: one secondary setting, a few strategies
         tune split-digits --suite split-digits --seeds "$secondary_seeds" --strategy "cms,cms-sync,adam,replay,cls-er"
         return
     fi
-    tune split-fmnist-task --suite split-fmnist --scenario task --head multi --seeds "$secondary_seeds" \
-        --strategy "$nl,$clocked,lookahead,ademamix,$base"
+    # Cheapest first, so that a stage stopped by a session's end has the most settings.
     tune split-digits --suite split-digits --seeds "$secondary_seeds" \
         --strategy "$nl,hope,$clocked,adam-matched,lookahead,ademamix,$base,der,cms+replay,cms-sync+replay"
-    tune bigram-mixture --suite bigram-shift --suite-option regime=mixture --suite-option steps=640 --seeds "$secondary_seeds" \
+    tune bigram-mixture "${bigram[@]}" --seeds "$secondary_seeds" \
         --strategy "clocked-adam,cms,hope,clocked-adam-sync,cms-sync,cms-frozen,hope-sync,hope-frozen,lookahead,ademamix,adam,replay"
+    # hope's period axis on the bigram mixture (640 steps per experience), each at its tuned bigram lr.
+    periods=$(IFS=:; echo "${period_axis[*]}")
+    for strategy in hope hope-sync; do  # hope-frozen: period-invariant, as in stage_periods
+        grid=$(tuned bigram-mixture "$strategy")
+        # shellcheck disable=SC2086
+        sweep "periods-$strategy" "${bigram[@]}" --strategy "$strategy" --grid "periods=$periods" $grid --seeds "$secondary_seeds"
+    done
     sweep split-fmnist-class --suite split-fmnist --strategy adam,cms,cms-sync,replay,der --seeds "$secondary_seeds"
+    tune split-fmnist-task --suite split-fmnist --scenario task --head multi --seeds "$secondary_seeds" \
+        --strategy "$nl,$clocked,lookahead,ademamix,$base"
 }
 
 stage_published() {

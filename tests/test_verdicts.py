@@ -233,3 +233,42 @@ def test_the_report_opens_with_the_answer_then_the_verdicts(store, tmp_path):
     assert list((tmp_path / "out" / "figures").glob("verdicts_split-digits*.png"))
     assert "### Primary comparisons" in text and "### Secondary comparisons (exploratory)" in text
     assert report.n_runs == 5 * 5 + 6 + 1  # the holdout (validation) run is not a result
+
+
+def test_the_period_axis_pairs_a_frozen_control_at_any_periods_and_a_sync_control_at_the_same(tmp_path):
+    """cms at two axis settings; cms-sync stored at both; cms-frozen only at the default clock (its slow levels
+    never step, so the periods beyond the fastest do not change its run). The frozen pair must exist at both
+    axis points, from the default-clock runs; the sync pair only where the periods match."""
+    from nlbench.commands.report.answer import period_rows
+    from nlbench.commands.report.clock_regime import add_regime
+
+    axis = {"1,e/8,e": 0.02, "1,e/2,2e": 0.05}  # cms's gain over frozen grows with the slowest period
+    for seed in SEEDS:
+        for written, gain in axis.items():
+            for strategy, acc in (("cms", 0.70 + gain + 0.001 * seed), ("cms-sync", 0.70 + 0.002 * seed)):
+                spec = resolve_spec("split-digits", strategy, device="cpu", seed=seed, name="axis",
+                                    hparams={"periods": written})
+                result = _result(seed, acc, 0.1, 1.0, 900)
+                result["accuracy_matrix"], result["initial_accuracy"] = [[acc] * 5] * 5, [0.1] * 5
+                periods = list(spec.hp["periods"]) if strategy == "cms" else [1, 1, 1]
+                result["clocks"] = {"global_step": 5 * 40, "periods": periods,  # 40 steps per experience
+                                    "updates": [200 // p for p in periods]}
+                write_run(tmp_path, spec, result)
+        frozen = resolve_spec("split-digits", "cms-frozen", device="cpu", seed=seed, name="default")
+        result = _result(seed, 0.70, 0.1, 1.0, 900)
+        result["accuracy_matrix"], result["initial_accuracy"] = [[0.70] * 5] * 5, [0.1] * 5
+        result["clocks"] = {"global_step": 200, "periods": [1], "updates": [200]}
+        write_run(tmp_path, frozen, result)
+    runs, _, _ = load_runs(tmp_path)
+    add_labels(runs, key_columns(runs))
+    add_regime(runs)
+    rows = period_rows(runs)
+    acc = rows[rows["metric"] == "acc"]
+    vs_frozen = acc[acc["reference"] == "cms-frozen"].set_index("period_over_e")  # e = 40 steps here
+    assert sorted(vs_frozen.index) == [1.0, 2.0], "the frozen control pairs at every axis point"
+    for x, gain in zip((1.0, 2.0), axis.values()):
+        expected = 100 * (gain + 0.001 * np.mean(SEEDS))
+        assert vs_frozen.loc[x, "estimate"] == pytest.approx(expected) and vs_frozen.loc[x, "n"] == 5
+    vs_sync = acc[acc["reference"] == "cms-sync"]
+    assert len(vs_sync) == 2 and all(vs_sync["n"] == 5)
+    assert list(vs_sync.sort_values("period_over_e")["period_over_e"].round(2)) == [1.0, 2.0]

@@ -51,11 +51,24 @@ def _direction(acc: dict[str, Any], forgetting: dict[str, Any]) -> str:
     return "cannot tell"
 
 
+def _period_invariant(control: str) -> bool:
+    """A frozen control (`cms-frozen`, `hope-frozen`): its slow levels never step, so its run depends on the
+    fastest period only; the period axis pairs it with its runs at any periods that share that one."""
+    return control.endswith("-frozen")
+
+
+def _fastest(periods: Any) -> str:
+    """The fastest (first) period as written, e.g. "1" of "1,e/8,e" or of "[1, 8, 64]"."""
+    return str(periods).strip("[]() ").split(",")[0].strip()
+
+
 def period_rows(runs: Any) -> Any:
     """Method - own control at every clock-period setting both ran (the period axis), paired by seed: one row
     per (setting, method, control, periods, metric). The verdicts take one configuration per strategy; here
     each resolved `periods` value is its own point, each side at its own learning rate (one configuration
-    per strategy and periods: the one with the most runs). Unadjusted 95% intervals: a plot, not a verdict."""
+    per strategy and periods: the one with the most runs). A frozen control is paired at its most-run
+    configuration with the same fastest period (`_period_invariant`). Unadjusted 95% intervals: a plot, not a
+    verdict."""
     import pandas as pd
 
     from nlbench.commands.report.verdicts import _families, _setting_columns, _setting_text, paired_stats, references
@@ -76,7 +89,10 @@ def period_rows(runs: Any) -> Any:
                     continue
                 ours_all, theirs_all = block[block["strategy"] == method], block[block["strategy"] == reference]
                 for periods, ours in ours_all.groupby("_k_hp.periods"):
-                    ours, theirs = one_config(ours), one_config(theirs_all[theirs_all["_k_hp.periods"] == periods])
+                    same = theirs_all["_k_hp.periods"] == periods
+                    if _period_invariant(reference):  # the same run at every periods with this fastest one
+                        same = theirs_all["_k_hp.periods"].map(_fastest) == _fastest(periods)
+                    ours, theirs = one_config(ours), one_config(theirs_all[same])
                     merged = ours.merge(theirs, on="seed", suffixes=("", "_ref"))
                     if len(merged) < 2:
                         continue
