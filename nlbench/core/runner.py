@@ -241,7 +241,9 @@ def run_extras(strategy: Any) -> dict[str, Any]:
     for key, method in (("clocks", "clock_summary"), ("diagnostics", "diagnostics")):
         function = getattr(optimizer, method, None)
         if callable(function):
-            extra[key] = function()
+            value = function()
+            if value or key == "clocks":  # an optimizer with nothing to report adds no empty "diagnostics"
+                extra[key] = value
     for plugin in getattr(strategy, "plugins", []) if strategy is not None else []:
         fields = getattr(plugin, "result_fields", None)
         if callable(fields):

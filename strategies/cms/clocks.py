@@ -160,6 +160,17 @@ class ClockedOptimizer(torch.optim.Optimizer):
         """n_l: steps accumulated in each level's open window."""
         return list(self._clock["count"])
 
+    def diagnostics(self) -> dict[str, Any]:
+        """The levels' base optimizers' own measurements (`diagnostics()`, e.g. DeepL2GD's guard), by
+        level; {} when no base has any."""
+        out = {}
+        for i, base in enumerate(self.bases):
+            function = getattr(base, "diagnostics", None)
+            found = function() if callable(function) else {}
+            if found:
+                out[f"level_{self.param_groups[i]['level']}"] = found
+        return out
+
     def clock_summary(self) -> dict[str, Any]:
         return {"global_step": self.global_step, "periods": self.periods, "updates": self.level_updates,
                 "pending": self.pending, "reduction": self.reduction}

@@ -31,6 +31,7 @@ hyperparameter choices in options.py. DeepL2GDEMA (section 2) is in ema.py.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -210,6 +211,8 @@ class DeepL2GD(RecordingMixin, ProjectionMixin, FusedMixin, BaseStepMixin, torch
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        if "guard_tally" in self.state:  # torch keeps non-parameter state by reference: own a copy
+            self.state["guard_tally"] = copy.deepcopy(self.state["guard_tally"])
         self._group_cache = None
         self._y_version.clear()
 
@@ -246,10 +249,35 @@ class DeepL2GD(RecordingMixin, ProjectionMixin, FusedMixin, BaseStepMixin, torch
             if self.should_project(m):
                 info = self._project_one(m)
                 if info is not None:
-                    self.last_projection[self.layer_names[m]] = info
+                    self._tally_projection(m, info)
             if m in self._fused:
                 info = self._finish_fused(m)
                 if info is not None:
-                    self.last_projection[self.layer_names[m]] = info
+                    self._tally_projection(m, info)
         self.base_step()
         return loss
+
+    def _tally_projection(self, module: nn.Module, info: dict[str, Any]) -> None:
+        """Keep the last projection and tally the rho guard: a projection is "bound" when the guard
+        lowered alpha (a_eff < alpha). The tally sits in self.state so it survives a checkpoint."""
+        name = self.layer_names[module]
+        self.last_projection[name] = info
+        alpha = float(self._group_of(module.weight)["alpha"])
+        if alpha <= 0.0:
+            return  # alpha = 0: the projection is off, there is no guard to tally
+        tally = self.state.setdefault("guard_tally", {}).setdefault(name, [0, 0, 0.0])
+        tally[0] += 1
+        tally[1] += int(info["alpha_eff"] < alpha)
+        tally[2] += info["alpha_eff"] / alpha
+
+    def diagnostics(self) -> dict[str, Any]:
+        """How often the projection ran and how often the rho guard cut alpha, per layer and in all
+        (stored in result.json by the runner); {} when it never ran with alpha > 0."""
+        tally = self.state.get("guard_tally", {})
+        if not tally:
+            return {}
+        layers = {name: {"projections": n, "guard_bound": bound, "alpha_eff_over_alpha": ratio / n}
+                  for name, (n, bound, ratio) in sorted(tally.items())}
+        n, bound = sum(v["projections"] for v in layers.values()), sum(v["guard_bound"] for v in layers.values())
+        return {"projections": n, "guard_bound": bound, "guard_rate": bound / n,
+                "alpha_eff_over_alpha": sum(t[2] for t in tally.values()) / n, "layers": layers}
