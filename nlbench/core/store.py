@@ -293,6 +293,7 @@ def results_frame(runs: list[tuple[Path, RunSpec, dict[str, Any]]]) -> Any:
         row["wall_time_s"] = result.get("wall_time_s")
         row["peak_memory_mb"] = result.get("peak_memory_mb")
         row["clocks"] = result.get("clocks")  # periods and updates per level of a clocked run (nlbench.core.regime)
+        row["diagnostics"] = result.get("diagnostics")  # an optimizer's own measurements (e.g. a guard's rate)
         row["path"] = str(directory)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -114,13 +114,14 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     if ctx["sweeps"]:
         lines += ["## Sweeps", ""]
         from nlbench.commands.report.grid_best import best_vs_corner
+        from nlbench.commands.report.mechanisms import guard_line
 
         for grid in ctx["sweeps"]:
             lines.append(f"- {grid.strategy} on {scenario_title(grid.suite, grid.scenario)}, {grid.x}"
                          + (f" x {grid.y}" if grid.y else "") + f": ![sweep]({rel(grid.figure)}) (cells: `{rel(grid.csv)}`)")
-            best = best_vs_corner(grid, ctx["runs"])
-            if best:
-                lines.append(f"  - {best}.")
+            for line in (best_vs_corner(grid, ctx["runs"]), guard_line(grid, ctx["runs"])):
+                if line:
+                    lines.append(f"  - {line}.")
         lines.append("")
     lines += ["## Figures", ""]
     for title, path in ctx["figure_index"]:
