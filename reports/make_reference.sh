@@ -4,7 +4,7 @@
 #   bash reports/make_reference.sh                 # every stage in order (about 8 core-hours; resumable)
 #   STAGE=tune bash reports/make_reference.sh      # one stage: unpack, tune, primary, periods, grid,
 #                                                  #   secondary, published, report, pack
-#   QUICK=1 bash reports/make_reference.sh         # a smoke-sized build (~20 min): every stage, tiny sizes,
+#   QUICK=1 bash reports/make_reference.sh         # a smoke-sized build (not yet timed): every stage, tiny sizes,
 #                                                  #   into results/reference-quick and reports/reference-quick
 #
 # Stages (each under 2 hours on an idle 2-core machine at the default sizes):
