@@ -16,6 +16,7 @@ from typing import Any
 
 from nlbench.commands.report.costs import describe_cost, pair_cost
 from nlbench.commands.report.power import MARGIN
+from nlbench.core.regime import MIN_UPDATES
 from nlbench.commands.report.verdicts import ALPHA, EQUIVALENT
 
 QUESTION = ("Does multi-timescale learning forget less, or learn more, than the same network without the clock, "
@@ -108,8 +109,8 @@ def period_rows(runs: Any) -> Any:
 def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
     """Method - control (ACC, forgetting) against slowest period / experience length; False if nothing to draw.
     The period axis (`period_rows`) when it has points, else the verdicts' control rows."""
-    if axis is not None and len(axis):
-        rows = axis.assign(family="primary")
+    if axis is not None and len(axis):  # a point whose slowest level updated under MIN_UPDATES times is off-regime
+        rows = axis.assign(family=["primary" if u >= MIN_UPDATES else "secondary" for u in axis["slowest_updates"]])
     else:
         rows = table[(table["kind"] == "control") & table["period_over_e"].notna()]
     if rows.empty:
@@ -119,17 +120,21 @@ def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = rows.assign(suite=rows["suite"] if "suite" in rows else "")
+    suites = sorted(rows["suite"].unique())  # one line per setting: points of two streams never join
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), squeeze=False)
     for ax, metric, title in zip(axes[0], ("acc", "forgetting"), ("ACC", "Forgetting")):
         sub = rows[rows["metric"] == metric]
-        for (method, reference, family), block in sub.groupby(["method", "reference", "family"], sort=True):
+        for (suite, method, reference, family), block in sub.groupby(["suite", "method", "reference", "family"],
+                                                                      sort=True):
             block = block.sort_values("period_over_e")
             x, y = block["period_over_e"].to_numpy(), block["estimate"].to_numpy()
             low, high = block["ci_low"].to_numpy(), block["ci_high"].to_numpy()
-            style = dict(fmt="o-", capsize=3, ms=4) if family == "primary" else dict(fmt="x", alpha=0.45, ms=5)
-            ax.errorbar(x, y, yerr=[y - low, high - y], label=f"{method} - {reference}" + ("" if family == "primary"
-                                                                                           else " (off-regime/secondary)"),
-                        **style)
+            line = ("-", "--", ":", "-.")[suites.index(suite) % 4]
+            style = dict(fmt="o" + line, capsize=3, ms=4) if family == "primary" else dict(fmt="x", alpha=0.45, ms=5)
+            label = f"{method} - {reference}" + (f" [{suite}]" if len(suites) > 1 else "")
+            ax.errorbar(x, y, yerr=[y - low, high - y], label=label + ("" if family == "primary"
+                                                                       else " (off-regime/secondary)"), **style)
         ax.axhline(0, color="black", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("slowest period / experience length")
