@@ -54,9 +54,10 @@ class RayExecutor:
     tracking: Any = None  # a `Tracking` the tasks log to (`--log`)
     # Runs one worker process trains before Ray replaces it. A worker that trains run after run keeps
     # growing (measured: two CPU workers of a split-fmnist tune at 5.3 GB RSS each after 15 minutes and
-    # 8 GB after 25, the machine at 24 GB); a fresh process every 20 runs bounds that for the price of
-    # one torch import (~3 s) per 20 runs.
-    max_calls: int = 20
+    # 8 GB after 25, the machine at 24 GB; a rotated-fmnist tune of 10 tasks x 10000 images: 13.8 GB
+    # after about 20 runs, the machine out of free memory). A fresh process every 5 runs bounds that for
+    # the price of one torch import (~3 s) per 5 runs of 10-60 s each.
+    max_calls: int = 5
 
     def __init__(self, *, address: str | None = None, jobs: int | None = None, runs_per_gpu: int | None = None,
                  cpus_per_run: float = 1.0, retries: int = 2, data_root: Path | None = None, download: bool = True):
