@@ -40,4 +40,4 @@ def guard_line(grid: Any, runs: Any) -> str | None:
                      f"{ratio / n:.2g} ({len(found)} run{'s' if len(found) > 1 else ''})")
     if not parts:
         return None
-    return "DeepL2GD's rho guard (alpha_eff = min(alpha, rho / lambda_max)) " + "; ".join(parts)
+    return "DeepL2GD's rho guard (alpha_eff = min(alpha, rho / lambda_max)): " + "; ".join(parts)
