@@ -278,6 +278,6 @@ class DeepL2GD(RecordingMixin, ProjectionMixin, FusedMixin, BaseStepMixin, torch
             return {}
         layers = {name: {"projections": n, "guard_bound": bound, "alpha_eff_over_alpha": ratio / n}
                   for name, (n, bound, ratio) in sorted(tally.items())}
-        n, bound = sum(v["projections"] for v in layers.values()), sum(v["guard_bound"] for v in layers.values())
-        return {"projections": n, "guard_bound": bound, "guard_rate": bound / n,
-                "alpha_eff_over_alpha": sum(t[2] for t in tally.values()) / n, "layers": layers}
+        n, bound, ratio = (sum(t[i] for t in tally.values()) for i in range(3))
+        return {"projections": n, "guard_bound": bound, "guard_rate": bound / n, "alpha_eff_over_alpha": ratio / n,
+                "layers": layers}

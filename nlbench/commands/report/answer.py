@@ -16,8 +16,8 @@ from typing import Any
 
 from nlbench.commands.report.costs import describe_cost, pair_cost
 from nlbench.commands.report.power import MARGIN
-from nlbench.core.regime import MIN_UPDATES
 from nlbench.commands.report.verdicts import ALPHA, EQUIVALENT
+from nlbench.core.regime import MIN_UPDATES
 
 QUESTION = ("Does multi-timescale learning forget less, or learn more, than the same network without the clock, "
             "and at what cost?")
@@ -58,9 +58,6 @@ def _period_invariant(control: str) -> bool:
     return control.endswith("-frozen")
 
 
-def _fastest(periods: Any) -> str:
-    """The fastest (first) period as written, e.g. "1" of "1,e/8,e" or of "[1, 8, 64]"."""
-    return str(periods).strip("[]() ").split(",")[0].strip()
 
 
 def period_rows(runs: Any) -> Any:
@@ -92,7 +89,7 @@ def period_rows(runs: Any) -> Any:
                 for periods, ours in ours_all.groupby("_k_hp.periods"):
                     same = theirs_all["_k_hp.periods"] == periods
                     if _period_invariant(reference):  # the same run at every periods with this fastest one
-                        same = theirs_all["_k_hp.periods"].map(_fastest) == _fastest(periods)
+                        same = theirs_all["hp.periods"].map(min) == min(ours["hp.periods"].iloc[0])
                     ours, theirs = one_config(ours), one_config(theirs_all[same])
                     merged = ours.merge(theirs, on="seed", suffixes=("", "_ref"))
                     if len(merged) < 2:
