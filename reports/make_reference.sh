@@ -112,29 +112,34 @@ stage_tune() {
     fi
 }
 
-stage_periods() {
-    local strategy periods grid
-    # The frozen controls are left out: with the fastest period 1 in every axis setting they are the same run at
-    # every periods (slow levels frozen, the fast one at period 1; checked bit-identical on ACC and every
-    # accuracy), so the report pairs the axis with their default-clock runs.
-    for strategy in cms cms-sync clocked-adam clocked-adam-sync; do
-        grid=$(tuned primary-permuted "$strategy")
-        periods=$(IFS=:; echo "${period_axis[*]}")
+axis_sweep() {  # axis_sweep TUNE_NAME SEEDS "STRATEGY ..." SETTING...: each strategy along the period axis,
+    local strategy grid periods            # at the values it was tuned to in TUNE_NAME
+    periods=$(IFS=:; echo "${period_axis[*]}")
+    for strategy in $3; do
+        grid=$(tuned "$1" "$strategy")
         # shellcheck disable=SC2086  # $grid holds several --grid flags
-        sweep "periods-$strategy" "${primary[@]}" --strategy "$strategy" --grid "periods=$periods" $grid --seeds "$seeds"
+        sweep "periods-$strategy" "${@:4}" --strategy "$strategy" --grid "periods=$periods" $grid --seeds "$2"
     done
 }
 
+stage_periods() {
+    # The frozen controls are left out: with the fastest period 1 in every axis setting they are the same run at
+    # every periods (slow levels frozen, the fast one at period 1; checked bit-identical on ACC and every
+    # accuracy), so the report pairs the axis with their default-clock runs.
+    axis_sweep primary-permuted "$seeds" "cms cms-sync clocked-adam clocked-adam-sync" "${primary[@]}"
+}
+
 stage_grid() {
-    local grid; grid=$(tuned primary-permuted cms)
+    local grid periods; grid=$(tuned primary-permuted cms)
+    periods=$(IFS=:; echo "${period_axis[*]:1}")  # the axis without its fastest setting
     # shellcheck disable=SC2086
-    sweep grid-cms-deep-l2gd "${primary[@]}" --strategy cms+deep-l2gd --grid "periods=1,e/16,e/4:1,e/8,e:1,e/4,2e" \
+    sweep grid-cms-deep-l2gd "${primary[@]}" --strategy cms+deep-l2gd --grid "periods=$periods" \
         --grid alpha=0,1e-4,1e-3,1e-2 $grid --seeds "$grid_seeds"
 }
 
 stage_secondary() {
     local nl="cms,clocked-adam,nested-adam,deep-l2gd,nl-memory,dmgd,m3" base="adam,sgd,ewc,si,lwf,replay,cls-er"
-    local bigram=(--suite bigram-shift --suite-option regime=mixture --suite-option steps=640) strategy grid periods
+    local bigram=(--suite bigram-shift --suite-option regime=mixture --suite-option steps=640)
     if [ "$quick" = 1 ]; then  # smoke: one secondary setting, a few strategies
         tune split-digits --suite split-digits --seeds "$secondary_seeds" --strategy "cms,cms-sync,adam,replay,cls-er"
         return
@@ -145,12 +150,7 @@ stage_secondary() {
     tune bigram-mixture "${bigram[@]}" --seeds "$secondary_seeds" \
         --strategy "clocked-adam,cms,hope,clocked-adam-sync,cms-sync,cms-frozen,hope-sync,hope-frozen,lookahead,ademamix,adam,replay"
     # hope's period axis on the bigram mixture (640 steps per experience), each at its tuned bigram lr.
-    periods=$(IFS=:; echo "${period_axis[*]}")
-    for strategy in hope hope-sync; do  # hope-frozen: period-invariant, as in stage_periods
-        grid=$(tuned bigram-mixture "$strategy")
-        # shellcheck disable=SC2086
-        sweep "periods-$strategy" "${bigram[@]}" --strategy "$strategy" --grid "periods=$periods" $grid --seeds "$secondary_seeds"
-    done
+    axis_sweep bigram-mixture "$secondary_seeds" "hope hope-sync" "${bigram[@]}"  # hope-frozen: as in stage_periods
     sweep split-fmnist-class --suite split-fmnist --strategy adam,cms,cms-sync,replay,der --seeds "$secondary_seeds"
     tune split-fmnist-task --suite split-fmnist --scenario task --head multi --seeds "$secondary_seeds" \
         --strategy "$nl,$clocked,lookahead,ademamix,$base"
