@@ -202,3 +202,29 @@ def test_every_strategy_runs_task_incremental_split_fmnist(head, data_root, offl
         if result["status"] != "completed":
             failures[name] = (result["status"], str(result["error"]).splitlines()[:1])
     assert not failures, failures
+
+
+@pytest.mark.parametrize("name", ["rotated-fmnist", "permuted-fmnist"])
+def test_a_task_subset_is_the_subset_of_the_transformed_task(name, offline):
+    """build_benchmark transforms only the train_per_task subset (6x fewer images to rotate); that must give
+    exactly the images the whole transformed task would give at the subset's indices."""
+    from nlbench.data.readers import DEFAULT_DATA_ROOT, load_arrays
+    from nlbench.data.streams import _to_model_tensor, rotate_images
+    from nlbench.data.suites import rotation_angles
+
+    try:
+        x, _ = load_arrays("fashion-mnist", DEFAULT_DATA_ROOT, train=True, download=False)
+    except DataUnavailable:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    x = _to_model_tensor(x, "fashion-mnist", (1, 28, 28))
+    bm = _fmnist(name, 5, 4)  # rotated: 0, 45, 90, 135 degrees (45 interpolates every pixel)
+    generator = torch.Generator().manual_seed(5)
+    permutations = [torch.randperm(784, generator=generator) for _ in range(4)]
+    for task in (1, 3):
+        exp = bm.train_stream[task]
+        if name == "rotated-fmnist":
+            whole = rotate_images(x, rotation_angles(4)[task], "fashion-mnist")
+        else:
+            whole = x.flatten(2)[:, :, permutations[task]].view_as(x)
+        assert len(exp.nlbench_source_ids) == 500
+        assert torch.equal(exp.nlbench_tensors[0], whole[exp.nlbench_source_ids])

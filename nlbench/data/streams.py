@@ -111,11 +111,8 @@ def build_benchmark(
     for split, (x, y) in splits.items():
         experiences = []
         for eid, classes in enumerate(experience_classes):
-            if suite.permuted:
-                flat = x.flatten(2)[:, :, permutations[eid]]
-                x_exp, y_exp = flat.view_as(x), y
-            elif suite.rotated:
-                x_exp, y_exp = rotate_images(x, rotation_angles(suite.n_experiences)[eid], suite.dataset), y
+            if suite.permuted or suite.rotated:
+                x_exp, y_exp = x, y
             else:
                 keep = torch.isin(y, torch.tensor(classes))
                 x_exp, y_exp = x[keep], y[keep]
@@ -131,6 +128,12 @@ def build_benchmark(
                 keep = torch.randperm(len(y_exp), generator=torch.Generator().manual_seed(7_000_003 + eid))
                 keep = keep[:suite.test_per_task].sort().values
                 x_exp, y_exp = x_exp[keep], y_exp[keep]
+            # The task's transform comes after the subset: it acts image by image, so the result is the same,
+            # and a 10000-of-60000 subset rotates 6x fewer images (a rotated-fmnist build took 17 s of CPU).
+            if suite.permuted:
+                x_exp = x_exp.flatten(2)[:, :, permutations[eid]].view_as(x_exp)
+            elif suite.rotated:
+                x_exp = rotate_images(x_exp, rotation_angles(suite.n_experiences)[eid], suite.dataset)
             task_label = eid if scenario == "task" else 0
             source_tensors[split].append((x_exp, y_exp, torch.full_like(y_exp, task_label)))
             source_ids[split].append(source)
