@@ -145,6 +145,32 @@ def test_a_search_space_must_be_declared_and_inside_the_hyperparameter_range(tmp
     assert load_spaces.cache_info().currsize >= 1
 
 
+def test_a_range_replaces_the_bounds_of_every_strategy_that_tunes_the_key_and_nothing_else():
+    from nlbench.commands.tune.run import plan_tune
+
+    settings = build_tune_settings({"strategy": "adam,replay,ewc,lookahead", "ranges": ["lr=1e-7..3e-2"]})
+    assert settings.ranges == {"lr": (1e-7, 3e-2)}
+    plans = {p.strategy: p.space for p in plan_tune(settings, "cpu")}
+    for strategy in ("adam", "replay", "ewc", "lookahead"):
+        lr = plans[strategy]["lr"]
+        assert (lr.low, lr.high, lr.log) == (1e-7, 3e-2, True), strategy  # the file's log flag is kept
+    assert plans["ewc"]["ewc_lambda"] == search_space("ewc")["ewc_lambda"]  # other keys keep the file's range
+    assert plans["lookahead"]["k"] == search_space("lookahead")["k"]
+    assert search_space("adam")["lr"].low == 1e-5  # the file itself is untouched
+    with pytest.raises(UserError, match="no strategy of this tune tunes 'k'"):
+        plan_tune(build_tune_settings({"strategy": "adam", "ranges": ["k=2..20"]}), "cpu")
+    with pytest.raises(UserError, match="decay_factor"):  # checked against the hyperparameter's own range
+        plan_tune(build_tune_settings({"strategy": "ewc", "ranges": ["decay_factor=0.5..2"]}), "cpu")
+    with pytest.raises(UserError, match="log range needs low > 0"):
+        plan_tune(build_tune_settings({"strategy": "adam", "ranges": ["lr=0..1"]}), "cpu")
+    for text, match in (("lr=1e-7", "KEY=LOW..HIGH"), ("lr=a..b", "KEY=LOW..HIGH"), ("=1..2", "KEY=LOW..HIGH"),
+                        ("lr=3..1", "LOW must be below HIGH")):
+        with pytest.raises(UserError, match=match):
+            build_tune_settings({"strategy": "adam", "ranges": [text]})
+    with pytest.raises(UserError, match="given twice"):
+        build_tune_settings({"strategy": "adam", "ranges": ["lr=1e-7..1e-2", "lr=1e-6..1e-2"]})
+
+
 def test_settings_reject_bad_input_with_one_line():
     with pytest.raises(UserError, match="--strategy is required"):
         build_tune_settings({})
@@ -251,6 +277,9 @@ def test_cli_dry_run_prints_the_plan_and_bad_input_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert plan.returncode == 0, plan.stderr
     assert "lr [1e-05, 0.03] log" in plan.stdout and "2 strategy(ies) x 3 trial(s)" in " ".join(plan.stdout.split())
+    wide = subprocess.run([*cmd, "--strategy", "adam", "--range", "lr=1e-7..3e-2", "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert wide.returncode == 0 and "lr [1e-07, 0.03] log" in wide.stdout, wide.stderr
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
     bad = subprocess.run([*cmd, "--strategy", "adam", "--seeds", "0,1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")

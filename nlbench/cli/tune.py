@@ -52,6 +52,9 @@ def tune_command(
     metric: Annotated[Optional[str], typer.Option(help="Selection metric on the validation data: val_acc (final average accuracy) or val_avg_inc_acc; default: val_acc.")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each experience's training data held out for validation; default: 0.1.")] = None,
     tune_seed: Annotated[Optional[int], typer.Option(help="Seed of the trials, the validation split and the sampler; default: 0.")] = None,
+    range_: Annotated[Optional[list[str]], typer.Option(
+        "--range", help="Search range KEY=LOW..HIGH for every strategy here that tunes KEY (repeatable; e.g. lr=1e-7..3e-2); "
+                        "default: the ranges in search_spaces.toml.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Results sub-directory of the test runs (trials go to NAME-trials); default: SUITE-SCENARIO-tuned.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per experience; default: the suite's.")] = None,
     scenario: Annotated[Optional[str], typer.Option(help="class, task or domain; default: the suite's.")] = None,
@@ -86,7 +89,7 @@ def tune_command(
     with user_errors():
         settings = build_tune_settings({
             "strategy": strategy, "suite": suite, "budget": budget, "seeds": seeds, "sampler": sampler, "metric": metric,
-            "val_fraction": val_fraction, "tune_seed": tune_seed, "name": name, "epochs": epochs, "scenario": scenario,
+            "val_fraction": val_fraction, "tune_seed": tune_seed, "ranges": range_, "name": name, "epochs": epochs, "scenario": scenario,
             "head": head, "backbone": backbone, "batch_size": batch_size, "data_path": data_path, "amp": amp,
             "compile": compile, "channels_last": channels_last, "device": device,
             "suite_options": parse_hparams(suite_option, flag="--suite-option") if suite_option else None, "executor": executor, "jobs": jobs,

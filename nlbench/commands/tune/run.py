@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from nlbench.commands.tune.settings import TuneSettings
+from nlbench.errors import UserError
 
 
 
@@ -65,12 +66,16 @@ def plan_tune(settings: TuneSettings, device: str) -> list[_Plan]:
 
     plans = []
     for strategy in settings.strategies:
-        space = search_space(strategy)
+        space = search_space(strategy, ranges=settings.ranges)
         base = _spec(settings, strategy, device, seed=settings.tune_seed, hparams={}, holdout=settings.val_fraction,
                      name=f"{settings.name}-trials")
         for seed in settings.sweep.seeds:
             _spec(settings, strategy, device, seed=seed, hparams={}, holdout=0.0, name=settings.name)
         plans.append(_Plan(strategy, space, base))
+    unused = sorted(set(settings.ranges) - {key for plan in plans for key, dim in plan.space.items() if dim.choices is None})
+    if unused:
+        raise UserError(f"--range {unused[0]}: no strategy of this tune tunes {unused[0]!r} over a range; "
+                        f"see `nlbench tune --dry-run` for each strategy's space")
     return plans
 
 

@@ -6,7 +6,7 @@ options, test seeds, executor, jobs, results directory) and is validated by the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from nlbench.errors import UserError
@@ -32,6 +32,7 @@ class TuneSettings:
     metric: str = "val_acc"
     val_fraction: float = 0.1
     tune_seed: int = 0
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --range: KEY -> (LOW, HIGH)
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -52,7 +53,7 @@ def build_tune_settings(values: Mapping[str, Any]) -> TuneSettings:
     from nlbench.commands.sweep import build_settings
     from nlbench.data.suites import get_suite
 
-    tune_keys = ("budget", "sampler", "metric", "val_fraction", "tune_seed")
+    tune_keys = ("budget", "sampler", "metric", "val_fraction", "tune_seed", "ranges")
     run_values = {k: v for k, v in values.items() if k not in tune_keys}
     if not run_values.get("strategy"):
         raise UserError("--strategy is required: the comma-separated strategies to tune (each gets the same budget)")
@@ -88,6 +89,13 @@ def build_tune_settings(values: Mapping[str, Any]) -> TuneSettings:
     if tune.tune_seed in sweep.seeds:
         raise UserError(f"--seeds {','.join(map(str, sweep.seeds))} includes the tuning seed {tune.tune_seed}; "
                         "test seeds must differ from the seed the configuration was chosen on")
+    from nlbench.commands.tune.space import parse_range
+
+    for text in values.get("ranges") or ():
+        key, bounds = parse_range(text)
+        if key in tune.ranges:
+            raise UserError(f"--range {key} is given twice")
+        tune.ranges[key] = bounds
     info = get_suite(sweep.suite)
     if sweep.name is None:
         scenario = sweep.scenario or info.default_scenario

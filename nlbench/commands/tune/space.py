@@ -111,8 +111,13 @@ def _dimension(strategy: str, hparam: Any, entry: Any) -> Dimension:
     return Dimension(hparam.name, hparam.kind, low=low, high=high, log=log)
 
 
-def search_space(strategy: str, path: Path = SPACES_FILE) -> dict[str, Dimension]:
-    """The tuned dimensions of a (possibly composite) strategy; UserError when one is undeclared."""
+def search_space(strategy: str, path: Path = SPACES_FILE,
+                 ranges: Mapping[str, tuple[float, float]] | None = None) -> dict[str, Dimension]:
+    """The tuned dimensions of a (possibly composite) strategy; UserError when one is undeclared.
+
+    `ranges` (`nlbench tune --range KEY=LOW..HIGH`) replaces the bounds of a dimension the strategy tunes
+    (its log flag stays the file's); a key the strategy does not tune is left out, so one tune gives every
+    strategy that tunes KEY the same range."""
     from nlbench.core.registry import components, declared_hparams
 
     spaces = load_spaces(path)
@@ -134,4 +139,22 @@ def search_space(strategy: str, path: Path = SPACES_FILE) -> dict[str, Dimension
                                 f"valid: {', '.join(sorted(declared))}")
             if key not in dims:
                 dims[key] = _dimension(owner, declared[key], entry)
+    for key, (low, high) in (ranges or {}).items():
+        if key in dims and dims[key].choices is None:
+            dims[key] = _dimension(f"{strategy} (--range)", declared[key], {"low": low, "high": high, "log": dims[key].log})
     return dims
+
+
+def parse_range(text: str) -> tuple[str, tuple[float, float]]:
+    """`KEY=LOW..HIGH` (e.g. lr=1e-7..3e-2) -> (KEY, (LOW, HIGH)); UserError on any other form."""
+    key, sep, bounds = text.partition("=")
+    low, dots, high = bounds.partition("..")
+    try:
+        if not (sep and dots and key.strip()):
+            raise ValueError
+        values = float(low), float(high)
+    except ValueError:
+        raise UserError(f"--range expects KEY=LOW..HIGH (e.g. lr=1e-7..3e-2), got {text!r}") from None
+    if not values[0] < values[1]:
+        raise UserError(f"--range {text}: LOW must be below HIGH")
+    return key.strip(), values
