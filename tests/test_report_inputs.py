@@ -1,6 +1,6 @@
 """Hostile inputs to `nlbench report`: damaged `selection.json` files (a FIFO, an entry that is not an
 object, `test_run_ids` that is not a list, a truncated, list-shaped or binary file), a malformed
-`--published` CSV, and an unknown `--sweep-axes` name.
+`--published` CSV, an unknown `--sweep-axes` name and a bad `--primary` setting.
 
 A damaged selection file is skipped whole with one warning naming the file and the field, the report is
 written in full, and the valid selection beside it is still used; the other two are bad input: one
@@ -205,4 +205,16 @@ def test_unknown_sweep_axes_are_one_line_exit_2_naming_the_valid_ones(store, tmp
     assert words in line, line
     if "valid:" in line:
         assert {"periods", "alpha", "lr", "mem_size"} <= set(line.split("valid: ")[1].split(", "))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("primary, words", [
+    ("nosuch-suite", "unknown suite 'nosuch-suite'; known: "),
+    ("split-fmnist:domain", "suite split-fmnist has no scenario 'domain'; it has class, task"),
+    ("split-digits,split-digits", "split-digits is named twice"),
+])
+def test_a_bad_primary_setting_is_one_line_exit_2(store, tmp_path, primary, words):
+    out = tmp_path / "report"
+    line = _one_line_exit_2(_report([str(store["root"]), "--out", str(out), "--primary", primary]))
+    assert line.startswith("error: --primary: ") and words in line, line
     assert not out.exists()

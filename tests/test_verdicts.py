@@ -272,3 +272,54 @@ def test_the_period_axis_pairs_a_frozen_control_at_any_periods_and_a_sync_contro
     vs_sync = acc[acc["reference"] == "cms-sync"]
     assert len(vs_sync) == 2 and all(vs_sync["n"] == 5)
     assert list(vs_sync.sort_values("period_over_e")["period_over_e"].round(2)) == [1.0, 2.0]
+
+
+def _clock_store(root, suites):
+    """cms and its two controls, in regime, in each suite's default setting (cms ahead of both controls)."""
+    for suite in suites:
+        for strategy, base in (("cms", 0.80), ("cms-sync", 0.78), ("cms-frozen", 0.74)):
+            for seed in SEEDS:
+                spec = resolve_spec(suite, strategy, device="cpu", seed=seed, name=f"clock-{suite}")
+                acc = base + 0.004 * ((seed * 3 + len(strategy) + len(suite)) % 5)
+                result = _result(seed, acc, 0.3 - acc / 4, 1.0, 900)
+                periods = {"cms": [1, 8, 64], "cms-sync": [1, 1, 1], "cms-frozen": [1]}[strategy]
+                result["clocks"] = {"global_step": 1000, "periods": periods, "updates": [1000 // p for p in periods]}
+                write_run(root, spec, result)
+    return root
+
+
+def test_only_the_declared_primary_settings_enter_the_primary_holm_family(tmp_path):
+    """Two settings, both in regime: undeclared, both are primary; with split-digits declared, split-fmnist's clock
+    rows are secondary and the primary Holm adjustment runs over split-digits' rows alone."""
+    from nlbench.commands.report.verdicts import parse_primary
+
+    store = _clock_store(tmp_path, ("split-digits", "split-fmnist"))
+    runs, _, _ = load_runs(store)
+    add_labels(runs, key_columns(runs))
+    everywhere = compute_verdicts(runs, store)
+    assert set(everywhere[everywhere["family"] == "primary"]["suite"]) == {"split-digits", "split-fmnist"}
+    declared = compute_verdicts(runs, store, parse_primary("split-digits"))
+    primary = declared[declared["family"] == "primary"]
+    assert set(primary["suite"]) == {"split-digits"} and set(primary["reference"]) == {"cms-sync", "cms-frozen"}
+    assert set(declared[declared["suite"] == "split-fmnist"]["family"]) == {"secondary"}
+    for metric, block in primary.groupby("metric"):
+        assert len(block) == 2
+        assert block["p_holm"].to_numpy() == pytest.approx(multipletests(block["p"].to_numpy(), method="holm")[1])
+    # the scenario narrows it: split-digits has no task-incremental runs here, so nothing is primary
+    assert set(compute_verdicts(runs, store, parse_primary("split-digits:task"))["family"]) == {"secondary"}
+
+
+def test_primary_settings_are_checked_and_shown_in_the_answer(tmp_path):
+    from nlbench.commands.report.verdicts import parse_primary
+    from nlbench.errors import UserError
+
+    assert parse_primary("permuted-fmnist, split-fmnist:task") == (("permuted-fmnist", None), ("split-fmnist", "task"))
+    for bad in ("nope", "split-fmnist:domainish", "split-digits,split-digits", ","):
+        with pytest.raises(UserError, match="--primary"):
+            parse_primary(bad)
+    store = _clock_store(tmp_path / "runs", ("split-digits",))
+    text = build_report(store, tmp_path / "out", primary=parse_primary("split-digits,rotated-fmnist")).report_md.read_text()
+    answer = text.split("## Verdicts")[0]
+    assert "**Primary settings:** split-digits, rotated-fmnist (declared with `nlbench report --primary`)." in answer
+    assert "Declared primary setting rotated-fmnist has no clocked method with its controls in regime" in answer
+    assert "cms vs cms-sync (n=5)" in answer

@@ -66,12 +66,20 @@ def report_command(
     latex: Annotated[bool, typer.Option(
         "--latex", help="Also write the main and published-comparison tables as LaTeX (tables/*.tex): mean ± 95% CI; "
         "a column's best is bold only when its interval overlaps no other's.")] = False,
+    primary: Annotated[Optional[str], typer.Option(
+        metavar="SUITE[:SCENARIO],...",
+        help="The pre-declared primary settings of the Verdicts, e.g. permuted-fmnist,rotated-fmnist or "
+             "split-fmnist:task: only there does a clocked method against its own controls (in regime) enter the "
+             "primary Holm family; every other row is secondary. Default: every setting in regime is primary.")] = None,
 ) -> None:
     """Aggregate stored runs over seeds into a report (tables, figures, published numbers side by side)."""
     with user_errors():
         from nlbench.commands.report.sweeps import check_sweep_axes
 
         axes = check_sweep_axes(tuple(a.strip() for a in sweep_axes.split(",") if a.strip()))
+        from nlbench.commands.report.verdicts import parse_primary
+
+        declared = parse_primary(primary) if primary is not None else None
         if published is not None:  # a bad file is answered before the output directory is created
             from nlbench.commands.report.published import load_published
 
@@ -79,7 +87,8 @@ def report_command(
         target = out if out is not None else Path("reports") / (Path(results_dir).resolve().name or "results")
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            report = build_report(Path(results_dir), target, sweep_axes=axes, published=published, latex=latex)
+            report = build_report(Path(results_dir), target, sweep_axes=axes, published=published, latex=latex,
+                                  primary=declared)
         for message in report.skipped + [unfinished_message(path) for path in report.unfinished]:
             typer.echo(f"warning: {message}", err=True)
         print_summary(report)

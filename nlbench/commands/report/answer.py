@@ -16,7 +16,7 @@ from typing import Any
 
 from nlbench.commands.report.costs import describe_cost, pair_cost
 from nlbench.commands.report.power import MARGIN
-from nlbench.commands.report.verdicts import ALPHA, EQUIVALENT
+from nlbench.commands.report.verdicts import ALPHA, EQUIVALENT, Primary, describe_primary, declared_primary
 from nlbench.core.regime import MIN_UPDATES
 
 QUESTION = ("Does multi-timescale learning forget less, or learn more, than the same network without the clock, "
@@ -164,17 +164,22 @@ def axis_lines(axis: Any) -> list[str]:
     return lines
 
 
-def answer_section(table: Any, costs: Any, out: Path, figures: list[Path], runs: Any = None) -> list[str]:
-    lines = ["## Answer", "", f"**Question.** {QUESTION}", ""]
+def answer_section(table: Any, costs: Any, out: Path, figures: list[Path], runs: Any = None,
+                   declared: Primary | None = None) -> list[str]:
+    lines = ["## Answer", "", f"**Question.** {QUESTION}", "", f"**Primary settings:** {describe_primary(declared)}.", ""]
     if table.empty:
         return lines + ["**No answer here:** no clocked method has a control run in the same setting.", ""]
     primary = table[table["family"] == "primary"]
     off = table[(table["kind"] == "control") & (table["regime"] != "")]
+    for suite, scenario in declared or ():
+        if not any(declared_primary(((suite, scenario),), s, c) for s, c in zip(primary["suite"], primary["scenario"])):
+            lines.append(f"Declared primary setting {suite}" + (f" ({scenario})" if scenario else "") + " has no clocked "
+                         "method with its controls in regime: it answers nothing here.")
     if primary.empty:
-        lines.append("**No answer here.** No setting has a clocked method and its controls in regime: every clock "
-                     "comparison has a level that updated fewer than 5 times over the stream, where the method and its "
-                     "control are equal by construction. Lengthen the streams or shorten the periods "
-                     "(`--hp periods=1,e/8,e`).")
+        lines.append(f"**No answer here.** No {'declared primary ' if declared else ''}setting has a clocked method and "
+                     "its controls in regime: every such clock comparison has a level that updated fewer than 5 times "
+                     "over the stream, where the method and its control are equal by construction. Lengthen the streams "
+                     "or shorten the periods (`--hp periods=1,e/8,e`).")
     outcomes: dict[str, int] = {}
     for (suite, scenario, setting), block in primary.groupby(["suite", "scenario", "setting"], sort=True):
         first = block.iloc[0]

@@ -26,7 +26,7 @@ from nlbench.commands.report.config_labels import add_config_labels
 from nlbench.commands.report.costs import load_cost_table
 from nlbench.commands.report.reexamination import reexamination_section
 from nlbench.commands.report.tuning import tuning_section
-from nlbench.commands.report.verdicts import compute_verdicts, tuned_run_ids
+from nlbench.commands.report.verdicts import Primary, compute_verdicts, tuned_run_ids
 from nlbench.commands.report.verdicts_render import verdicts_section
 
 
@@ -57,6 +57,7 @@ def build_report(
     sweep_axes: tuple[str, ...] = DEFAULT_SWEEP_AXES,
     published: Path | None = None,
     latex: bool = False,
+    primary: Primary | None = None,
 ) -> ReportSummary:
     """Read every run under `results_dir` and write report.md, tables/*.csv and figures/*.png to `out`.
 
@@ -65,6 +66,8 @@ def build_report(
     truncated runs, runs of another result schema, and unfinished runs (spec.json without `done`) are
     skipped with a warning naming the path (re-issued as `UserWarning`s here, listed in
     `ReportSummary.skipped` / `.unfinished` / `.warnings` and in report.md), and never counted.
+    `primary`: the pre-declared primary settings of the Verdicts (`verdicts.parse_primary`); None: every
+    setting where a clocked method and its controls are in regime.
     """
     from nlbench.commands.report.published import load_published
     from nlbench.core.store import check_writable
@@ -129,10 +132,10 @@ def build_report(
     report_md = out / "report.md"
     ctx = {"results_dir": results_dir, "out": out, "runs": runs, "summary": summary, "comparison": comparison,
            "sweeps": sweeps, "skipped": skipped, "unfinished": unfinished, "figure_index": figure_index, "tables": tables}
-    table = compute_verdicts(runs, results_dir)
+    table = compute_verdicts(runs, results_dir, primary)
     costs = load_cost_table(results_dir)
-    ctx["answer"] = answer_section(table, costs, out, figures, runs)  # the opening section, generated from the verdicts
-    ctx["verdicts"] = verdicts_section(table, costs, out, write_csv, figures)
+    ctx["answer"] = answer_section(table, costs, out, figures, runs, primary)  # the opening section, generated from the verdicts
+    ctx["verdicts"] = verdicts_section(table, costs, out, write_csv, figures, primary)
     ctx["tuning"] = tuning_section(results_dir)
     ctx["reexamination"] = reexamination_section(table)
     from nlbench.commands.report.continual import continual_section

@@ -16,9 +16,12 @@ the most completed runs. Runs pair by seed.
 Pre-declared families (one Holm family per family and metric):
 - primary: each clocked method against its own controls (sync, frozen), in a setting where every level
   of both sides' clocks updated at least `MIN_UPDATES` times over the stream (in regime,
-  `nlbench.commands.report.clock_regime`). This is the question the project asks: does the clock help?
+  `nlbench.commands.report.clock_regime`), and, when primary settings are declared (`primary`, e.g.
+  `nlbench report --primary permuted-fmnist,rotated-fmnist`), only in those settings. This is the
+  question the project asks: does the clock help? Declaring them keeps a sanity row or a secondary
+  setting from entering (and diluting) the primary Holm family just because its clocks ticked.
 - secondary (exploratory): every other row, and primary rows that are off-regime (marked with the
-  level that did not tick). They are tested in their own family.
+  level that did not tick) or outside the declared settings. They are tested in their own family.
 
 Per pair and metric (ACC, forgetting, learning accuracy; percentage points), over the n paired seeds:
 d_s = method_s - reference_s; the printed interval is the unadjusted 95% Student-t interval of the mean;
@@ -55,6 +58,44 @@ EQUIVALENT = f"equivalent (within ±{MARGIN:g} pt)"
 FAMILIES = ("primary", "secondary")
 # An NL method whose network is larger than the suite's -> the plain network of about its parameter count
 PARAM_MATCHED = {"cms": "adam-matched"}
+
+
+Primary = tuple[tuple[str, "str | None"], ...]  # declared primary settings: (suite, scenario or None = any)
+
+
+def parse_primary(text: str) -> Primary:
+    """`SUITE[:SCENARIO],...` -> declared primary settings; `UserError` on an unknown suite or scenario."""
+    from nlbench.data.suites import SUITES
+    from nlbench.errors import UserError
+
+    declared = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        suite, _, scenario = item.partition(":")
+        if suite not in SUITES:
+            raise UserError(f"--primary: unknown suite {suite!r}; known: {', '.join(sorted(SUITES))}")
+        if scenario and scenario not in SUITES[suite].scenarios:
+            raise UserError(f"--primary: suite {suite} has no scenario {scenario!r}; "
+                            f"it has {', '.join(SUITES[suite].scenarios)}")
+        if (suite, scenario or None) in declared:
+            raise UserError(f"--primary: {item} is named twice")
+        declared.append((suite, scenario or None))
+    if not declared:
+        raise UserError("--primary: name at least one suite, as SUITE[:SCENARIO],...")
+    return tuple(declared)
+
+
+def declared_primary(primary: Primary | None, suite: str, scenario: str) -> bool:
+    """Whether a setting of `suite` in `scenario` is a declared primary setting (every one when none is declared)."""
+    return primary is None or any(s == suite and c in (None, scenario) for s, c in primary)
+
+
+def describe_primary(primary: Primary | None) -> str:
+    """The declared primary settings in words, for the report."""
+    if primary is None:
+        return "not declared (every setting where a clocked method and its controls are in regime is primary)"
+    return ", ".join(s + (f" ({c})" if c else "") for s, c in primary) + " (declared with `nlbench report --primary`)"
 
 
 def tuned_run_ids(results_dir: Path) -> set[str]:
@@ -183,9 +224,9 @@ def _clock_position(block: Any) -> dict[str, float]:
             "slowest_updates": float(block["slowest_updates"].median())}
 
 
-def compute_verdicts(runs: Any, results_dir: Path) -> Any:
+def compute_verdicts(runs: Any, results_dir: Path, primary: Primary | None = None) -> Any:
     """One row per (setting, method, reference, metric) with family, regime note, n, estimate, CI, p,
-    Holm p, MDE, TOST p and the verdict word."""
+    Holm p, MDE, TOST p and the verdict word. `primary`: the declared primary settings (None: every setting)."""
     import pandas as pd
     from statsmodels.stats.multitest import multipletests
 
@@ -216,7 +257,8 @@ def compute_verdicts(runs: Any, results_dir: Path) -> Any:
                 ours, theirs = by_strategy[method], by_strategy[reference]
                 merged = ours.merge(theirs, on="seed", suffixes=("", "_ref"))
                 note = pair_note(ours[ours["seed"].isin(merged["seed"])], theirs[theirs["seed"].isin(merged["seed"])])
-                family = "primary" if kind == "control" and _clocked(ours) and not note else "secondary"
+                family = ("primary" if kind == "control" and _clocked(ours) and not note
+                          and declared_primary(primary, first["suite"], first["scenario"]) else "secondary")
                 clock = _clock_position(ours)
                 for metric in COMPARED:
                     stats_row = paired_stats(merged[metric], merged[f"{metric}_ref"])

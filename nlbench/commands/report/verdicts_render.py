@@ -10,7 +10,7 @@ from typing import Any, Callable
 from nlbench.commands.report.costs import describe_cost, pair_cost
 from nlbench.commands.report.labels import slug
 from nlbench.commands.report.power import MARGIN
-from nlbench.commands.report.verdicts import ALPHA, COMPARED, EQUIVALENT, NO_DIFFERENCE
+from nlbench.commands.report.verdicts import ALPHA, COMPARED, EQUIVALENT, NO_DIFFERENCE, Primary, describe_primary
 
 
 def cell(row: Any) -> str:
@@ -78,7 +78,8 @@ def _table(table: Any, costs: Any) -> list[str]:
     return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
 
 
-def verdicts_section(table: Any, costs: Any, out: Path, write_csv: Callable[[Any, str], Path], figures: list[Path]) -> list[str]:
+def verdicts_section(table: Any, costs: Any, out: Path, write_csv: Callable[[Any, str], Path], figures: list[Path],
+                     primary: Primary | None = None) -> list[str]:
     """tables/verdicts.csv, figures/verdicts_<setting>.png and the report.md lines."""
     lines = ["## Verdicts", ""]
     if table.empty:
@@ -89,8 +90,10 @@ def verdicts_section(table: Any, costs: Any, out: Path, write_csv: Callable[[Any
         "references (Lookahead, AdEMAMix) and Adam, paired by seed in the same setting. Cells: mean paired difference "
         "(method - reference, percentage points) [unadjusted 95% Student-t interval] (Holm-adjusted p of the paired "
         "t-test within its family). **Primary family (pre-declared):** each clocked method against its own sync and "
-        "frozen controls, in settings where every clock level updated at least 5 times over the stream; one Holm family "
-        "per metric. **Secondary (exploratory):** every other row, and off-regime primary rows; their own Holm family. "
+        "frozen controls, in the declared primary settings ("
+        f"{describe_primary(primary)}), where every clock level updated at least 5 times over the stream; one Holm "
+        "family per metric. **Secondary (exploratory):** every other row: other settings, other references, and "
+        "off-regime clock rows; their own Holm family. "
         f"The verdict word comes from the family-adjusted tests alone: Holm p < {ALPHA} gives the direction; else a "
         f"paired TOST against ±{MARGIN:g} point (Holm-adjusted) gives \"{EQUIVALENT}\"; else \"{NO_DIFFERENCE}\" with "
         "the minimum detectable effect (MDE) at 80% power at the family's Bonferroni level, from the row's paired sd and "
