@@ -177,6 +177,36 @@ def test_evaluation_uses_the_stable_weights_and_restores_the_working_ones(digits
     assert evaluate_row(strategy, evaluator, digits.test_stream) == row
 
 
+def test_a_multi_head_model_grows_heads_in_eval_and_keeps_its_working_weights(one_thread):
+    """Task-incremental with one head per task: evaluating the whole test stream adds the heads of unseen tasks
+    during eval (Avalanche's MultiHeadClassifier adapts there). Those heads were never swapped for the stable
+    weights, so restoring the working weights must leave them as they are (it raised KeyError on them)."""
+    from nlbench.data.readers import DEFAULT_DATA_ROOT
+    from nlbench.data.streams import build_benchmark
+    from nlbench.data.suites import get_suite
+
+    tasks = build_benchmark(get_suite("split-digits"), "task", seed=0, data_root=DEFAULT_DATA_ROOT)
+    spec = resolve_spec("split-digits", "cls-er", device="cpu", epochs=1, scenario="task", head="multi")
+    seed_everything(spec.seed)
+    strategy, evaluator = build_strategy(spec, tasks, torch.device("cpu"))
+    plugin = _clser(strategy)
+    for experience in list(tasks.train_stream)[:2]:
+        strategy.train(experience)
+    working = {n: p.detach().clone() for n, p in strategy.model.named_parameters()}
+    heads = {n.split(".classifiers.")[1].split(".")[0] for n in working if ".classifiers." in n}
+    row = evaluate_row(strategy, evaluator, tasks.test_stream)
+    grown = {n: p for n, p in strategy.model.named_parameters() if n not in working}
+    assert grown and len(row) == 5, "evaluating the unseen tasks adds their heads"
+    for n, p in strategy.model.named_parameters():
+        if n in working:
+            assert torch.equal(p, working[n])  # training goes on from the working weights
+    assert {n for n in plugin.stable.weights if ".classifiers." in n} == {n for n in working if ".classifiers." in n}
+    assert len(heads) == 2
+    result = run_one(spec)
+    assert result["status"] == "completed", result["error"]
+    assert result["cls_er"]["steps"] == sum(-(-len(e.dataset) // spec.batch_size) for e in tasks.train_stream)
+
+
 def test_plastic_slower_than_stable_is_refused():
     build = strategies()["cls-er"].build
     hp = {**strategies()["cls-er"].defaults, "plastic_alpha": 0.99, "stable_alpha": 0.9}

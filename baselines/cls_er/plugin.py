@@ -187,7 +187,10 @@ class CLSER(SupervisedPlugin):
         if self._saved is None:
             return
         for name, p in self._named(strategy):
-            p.copy_(self._saved[name])
+            # A multi-head model adds a head during eval when it first meets a task label (Avalanche's
+            # MultiHeadClassifier adapts on every experience it sees); that head was never swapped, so it stays.
+            if name in self._saved:
+                p.copy_(self._saved[name])
         self._saved = None
 
     def result_fields(self) -> dict:
