@@ -239,7 +239,7 @@ def test_the_period_axis_pairs_a_frozen_control_at_any_periods_and_a_sync_contro
     """cms at two axis settings; cms-sync stored at both; cms-frozen only at the default clock (its slow levels
     never step, so the periods beyond the fastest do not change its run). The frozen pair must exist at both
     axis points, from the default-clock runs; the sync pair only where the periods match."""
-    from nlbench.commands.report.answer import period_rows
+    from nlbench.commands.report.answer import period_rows, swept
     from nlbench.commands.report.clock_regime import add_regime
 
     axis = {"1,e/8,e": 0.02, "1,e/2,2e": 0.05}  # cms's gain over frozen grows with the slowest period
@@ -272,6 +272,21 @@ def test_the_period_axis_pairs_a_frozen_control_at_any_periods_and_a_sync_contro
     vs_sync = acc[acc["reference"] == "cms-sync"]
     assert len(vs_sync) == 2 and all(vs_sync["n"] == 5)
     assert list(vs_sync.sort_values("period_over_e")["period_over_e"].round(2)) == [1.0, 2.0]
+    assert len(swept(rows)) == len(rows), "two periods per pair: an axis, shown whole in the Answer"
+
+
+def test_the_answer_shows_an_axis_only_where_the_periods_were_swept(tmp_path):
+    """Every setting at the default clock alone: its points are the verdict rows, so the Answer's axis is empty."""
+    from nlbench.commands.report.answer import period_rows, swept
+    from nlbench.commands.report.clock_regime import add_regime
+
+    store = _clock_store(tmp_path, ("split-digits", "split-fmnist"))
+    runs, _, _ = load_runs(store)
+    add_labels(runs, key_columns(runs))
+    add_regime(runs)
+    rows = period_rows(runs)
+    assert len(rows) == 2 * 2 * 2  # settings x controls x metrics, one period each
+    assert swept(rows).empty
 
 
 def _clock_store(root, suites):

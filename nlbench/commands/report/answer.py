@@ -103,6 +103,15 @@ def period_rows(runs: Any) -> Any:
     return pd.DataFrame(rows)
 
 
+def swept(axis: Any) -> Any:
+    """The rows of `period_rows` whose (setting, method, control) ran at two or more periods: an axis. A single
+    point is one of the verdict rows, already stated above it."""
+    if axis is None or not len(axis):
+        return axis
+    keys = ["suite", "scenario", "setting", "method", "reference"]
+    return axis[axis.groupby(keys, sort=False)["periods"].transform("nunique") >= 2]
+
+
 def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
     """Method - control (ACC, forgetting) against slowest period / experience length; False if nothing to draw.
     The period axis (`period_rows`) when it has points, else the verdicts' control rows."""
@@ -206,7 +215,7 @@ def answer_section(table: Any, costs: Any, out: Path, figures: list[Path], runs:
         lines.append(f"{len(n_off)} clock comparison(s) are off-regime and answer nothing (e.g. "
                      f"{n_off.iloc[0]['suite']}, {n_off.iloc[0]['method']} vs {n_off.iloc[0]['reference']}: "
                      f"{n_off.iloc[0]['regime']}); they are in the secondary table.")
-    axis = period_rows(runs) if runs is not None else None
+    axis = swept(period_rows(runs)) if runs is not None else None
     if axis is not None and len(axis):
         axis = axis.sort_values(["suite", "scenario", "method", "reference", "period_over_e"], kind="stable")
     figure = out / "figures" / "answer_period_axis.png"
