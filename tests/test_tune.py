@@ -228,8 +228,8 @@ def _done_stamps(root: Path) -> dict[str, int]:
 
 
 def test_tune_end_to_end_tiny(tmp_path):
-    """Two strategies (one a clock control composed with replay), one trial each, one test seed."""
-    code, view, settings = _tune(tmp_path, strategy="adam,cms-sync+replay", budget=1, seeds="1")
+    """Two strategies (one a clock control composed with replay), one trial each, two test seeds, run seed by seed."""
+    code, view, settings = _tune(tmp_path, strategy="adam,cms-sync+replay", budget=1, seeds="1,2")
     assert code == 0
     entries = {e["strategy"]: e for e in read_selection(tmp_path / settings.name / "selection.json")}
     assert set(entries) == {"adam", "cms-sync+replay"}
@@ -238,10 +238,13 @@ def test_tune_end_to_end_tiny(tmp_path):
         assert trial["status"] == "completed" and entry["chosen"] == trial["params"] and entry["budget"] == 1
         spec_json = json.loads((tmp_path / f"{settings.name}-trials" / trial["run_id"] / "spec.json").read_text())
         assert spec_json["holdout"] == 0.1 and spec_json["seed"] == 0 and spec_json["strategy"] == name
-        (test_id,) = entry["test_run_ids"]
-        test_spec = json.loads((tmp_path / settings.name / test_id / "spec.json").read_text())
+        first_id, _ = entry["test_run_ids"]
+        test_spec = json.loads((tmp_path / settings.name / first_id / "spec.json").read_text())
         assert test_spec["holdout"] == 0.0 and test_spec["seed"] == 1 and test_spec["hparams"]["lr"] == trial["params"]["lr"]
     assert [row["strategy"] for row in view.selections[0][1]] == ["adam", "cms-sync+replay"]
+    # the test runs go seed by seed, so a tune stopped among them leaves every strategy with the same seeds
+    order = [(run.spec.seed, run.spec.strategy) for run in view.summaries[-1][1]]
+    assert order == [(1, "adam"), (1, "cms-sync+replay"), (2, "adam"), (2, "cms-sync+replay")]
 
 
 @pytest.mark.slow

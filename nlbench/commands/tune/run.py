@@ -133,7 +133,9 @@ def run_tune(settings: TuneSettings, view: TuneView, *, dry_run: bool = False) -
             if best is not None:
                 tests[strategy] = [_spec(settings, strategy, device, seed=seed, hparams=best.params, holdout=0.0,
                                          name=settings.name) for seed in s.seeds]
-        planned = [PlannedRun(spec, tuple(chosen[st].params.items())) for st, specs in tests.items() for spec in specs]
+        # Seed-major: a tune stopped during its test runs leaves every strategy with the same seeds, so its pairs hold.
+        planned = [PlannedRun(specs[i], tuple(chosen[st].params.items()))
+                   for i in range(len(s.seeds)) for st, specs in tests.items()]
         labels = {run.spec.run_id: f"{run.spec.strategy} test seed {run.spec.seed}: {run.label}" for run in planned}
         view.message(f"test runs: {len(planned)} (the chosen configuration of each strategy on every test seed)")
         results = run_batch(executor, [run.spec for run in planned], s, view, labels) if planned else {}
