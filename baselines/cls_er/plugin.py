@@ -186,11 +186,11 @@ class CLSER(SupervisedPlugin):
     def after_eval(self, strategy: Any, **kwargs: Any) -> None:
         if self._saved is None:
             return
-        for name, p in self._named(strategy):
-            # A multi-head model adds a head during eval when it first meets a task label (Avalanche's
-            # MultiHeadClassifier adapts on every experience it sees); that head was never swapped, so it stays.
-            if name in self._saved:
-                p.copy_(self._saved[name])
+        # Restore exactly what was swapped: a multi-head model adds heads during eval (Avalanche's
+        # MultiHeadClassifier adapts on every experience it sees), and those were never swapped.
+        params = dict(self._named(strategy))
+        for name, saved in self._saved.items():
+            params[name].copy_(saved)
         self._saved = None
 
     def result_fields(self) -> dict:

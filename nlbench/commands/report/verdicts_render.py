@@ -90,7 +90,7 @@ def verdicts_section(table: Any, costs: Any, out: Path, write_csv: Callable[[Any
         "references (Lookahead, AdEMAMix) and Adam, paired by seed in the same setting. Cells: mean paired difference "
         "(method - reference, percentage points) [unadjusted 95% Student-t interval] (Holm-adjusted p of the paired "
         "t-test within its family). **Primary family (pre-declared):** each clocked method against its own sync and "
-        "frozen controls, in the declared primary settings ("
+        "frozen controls, in the primary settings ("
         f"{describe_primary(primary)}), where every clock level updated at least 5 times over the stream; one Holm "
         "family per metric. **Secondary (exploratory):** every other row: other settings, other references, and "
         "off-regime clock rows; their own Holm family. "
