@@ -338,3 +338,29 @@ def test_primary_settings_are_checked_and_shown_in_the_answer(tmp_path):
     assert "**Primary settings:** split-digits, rotated-fmnist (declared with `nlbench report --primary`)." in answer
     assert "Declared primary setting rotated-fmnist has no clocked method with its controls in regime" in answer
     assert "cms vs cms-sync (n=5)" in answer
+
+
+def test_one_configuration_stored_twice_pairs_each_seed_once(tmp_path):
+    """cms tuned at periods 1,8,40 and again on a period axis written 1,e/5,e (split-digits: e = 40 steps), the
+    same experiment under another run id. Joining both on seed paired every seed twice: n 10 instead of 5, and a
+    narrower interval than the data hold."""
+    from nlbench.commands.report.answer import period_rows
+    from nlbench.commands.report.clock_regime import add_regime
+
+    for seed in SEEDS:
+        for strategy, written, name in (("cms", "1,8,40", "tuned"), ("cms", "1,e/5,e", "axis"),
+                                        ("cms-sync", "1,8,40", "tuned")):
+            spec = resolve_spec("split-digits", strategy, device="cpu", seed=seed, name=name, hparams={"periods": written})
+            acc = (0.80 if strategy == "cms" else 0.78) + 0.003 * ((seed * 3 + len(strategy)) % 5)
+            result = _result(seed, acc, 0.1, 1.0, 900)
+            result["accuracy_matrix"], result["initial_accuracy"] = [[acc] * 5] * 5, [0.1] * 5
+            periods = list(spec.hp["periods"]) if strategy == "cms" else [1, 1, 1]
+            result["clocks"] = {"global_step": 200, "periods": periods, "updates": [200 // p for p in periods]}
+            write_run(tmp_path, spec, result)
+    runs, _, _ = load_runs(tmp_path)
+    assert len(runs) == 3 * len(SEEDS), "two run ids for cms at every seed: the store keeps both"
+    add_labels(runs, key_columns(runs))
+    add_regime(runs)
+    assert _row(compute_verdicts(runs, tmp_path), "cms", "cms-sync", "acc")["n"] == len(SEEDS)
+    axis = period_rows(runs)
+    assert len(axis) == 2 and set(axis["n"]) == {len(SEEDS)}

@@ -69,7 +69,8 @@ def period_rows(runs: Any) -> Any:
     verdict."""
     import pandas as pd
 
-    from nlbench.commands.report.verdicts import _families, _setting_columns, _setting_text, paired_stats, references
+    from nlbench.commands.report.verdicts import (_families, _setting_columns, _setting_text, pair_by_seed, paired_stats,
+                                                  references)
 
     if "slowest_period" not in runs or "_k_hp.periods" not in runs:
         return pd.DataFrame()
@@ -91,7 +92,7 @@ def period_rows(runs: Any) -> Any:
                     if _period_invariant(reference):  # the same run at every periods with this fastest one
                         same = theirs_all["hp.periods"].map(min) == min(ours["hp.periods"].iloc[0])
                     ours, theirs = one_config(ours), one_config(theirs_all[same])
-                    merged = ours.merge(theirs, on="seed", suffixes=("", "_ref"))
+                    merged = pair_by_seed(ours, theirs)
                     if len(merged) < 2:
                         continue
                     x = float((ours["slowest_period"] / ours["experience_length"]).median())

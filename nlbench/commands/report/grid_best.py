@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nlbench.commands.report.labels import sort_key
-from nlbench.commands.report.verdicts import paired_stats
+from nlbench.commands.report.verdicts import pair_by_seed, paired_stats
 
 
 def _slowest(value: Any) -> Any:
@@ -49,7 +49,7 @@ def best_vs_corner(grid: Any, runs: Any) -> str | None:
                 mask &= family[column] == value
         return family[mask]
 
-    merged = of(best).merge(of(corner), on="seed", suffixes=("", "_ref"))
+    merged = pair_by_seed(of(best), of(corner))
     parts = []
     for metric, title in (("acc", "ACC"), ("forgetting", "forgetting")):
         row = paired_stats(merged[metric], merged[f"{metric}_ref"])

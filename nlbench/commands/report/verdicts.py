@@ -154,6 +154,19 @@ def _chosen_runs(runs: Any, tuned: set[str]) -> Any:
     return pd.concat(keep, ignore_index=True)
 
 
+def pair_by_seed(ours: Any, theirs: Any) -> Any:
+    """`ours` and `theirs` joined on seed (columns of `theirs` suffixed `_ref`), one run per seed on each side.
+    Two stored runs of one configuration and seed are one experiment: a tuned run at periods 1,8,64 and a
+    period-axis run written 1,e/8,e that resolves to the same periods have different run ids, and joining
+    both would pair every seed twice and double n. The tuned run is kept (`_tuned`, where the caller marked it),
+    else the one with the smallest run id."""
+    def once(side: Any) -> Any:
+        keys, ascending = (["seed", "_tuned", "run_id"], [True, False, True]) if "_tuned" in side else (["seed", "run_id"], True)
+        return side.sort_values(keys, ascending=ascending, kind="stable").drop_duplicates("seed", keep="first")
+
+    return once(ours).merge(once(theirs), on="seed", suffixes=("", "_ref"))
+
+
 def paired_stats(a: Any, b: Any) -> dict[str, Any]:
     """n, mean difference (points), unadjusted 95% t-interval, paired t-test p, sd and TOST p."""
     import numpy as np
@@ -255,7 +268,7 @@ def compute_verdicts(runs: Any, results_dir: Path, primary: Primary | None = Non
                 if reference not in by_strategy:
                     continue
                 ours, theirs = by_strategy[method], by_strategy[reference]
-                merged = ours.merge(theirs, on="seed", suffixes=("", "_ref"))
+                merged = pair_by_seed(ours, theirs)
                 note = pair_note(ours[ours["seed"].isin(merged["seed"])], theirs[theirs["seed"].isin(merged["seed"])])
                 family = ("primary" if kind == "control" and _clocked(ours) and not note
                           and declared_primary(primary, first["suite"], first["scenario"]) else "secondary")
