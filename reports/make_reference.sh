@@ -65,16 +65,18 @@ if [ "$rotated_on" = 1 ]; then primary_settings=${PRIMARY_SETTINGS:-permuted-fmn
 else primary_settings=${PRIMARY_SETTINGS:-permuted-fmnist}; fi
 jobs=${JOBS:-2}
 cost_repeats=${COST_REPEATS:-9}  # nlbench cost rounds (50 timed steps per strategy each, interleaved)
-# A local Ray cluster when Ray is installed (pip install -e ".[ray]"), else the local executor: the same runs
-# (the same run_ids, one torch thread per run in both), scheduled differently.
-if [ -z "${EXECUTOR:-}" ] && ! python -c "import ray" 2>/dev/null; then
-    echo "make_reference.sh: Ray is not installed, so runs go through the local executor (EXECUTOR=local)" >&2
-fi
-executor=${EXECUTOR:-$(python -c "import ray" 2>/dev/null && echo ray || echo local)}
 stage=${STAGE:-all}
 stages="unpack tune periods grid secondary bigram bigram-periods published cost report pack"
 if [ "$stage" != all ] && [[ " $stages " != *" $stage "* ]]; then
     echo "make_reference.sh: unknown STAGE '$stage' (one of: all $stages)" >&2; exit 2
+fi
+# A local Ray cluster when Ray is installed (pip install -e ".[ray]"), else the local executor: the same runs
+# (the same run_ids, one torch thread per run in both), scheduled differently.
+if [ -n "${EXECUTOR:-}" ]; then executor=$EXECUTOR
+elif python -c "import ray" 2>/dev/null; then executor=ray
+else
+    executor=local
+    echo "make_reference.sh: Ray is not installed, so runs go through the local executor (EXECUTOR=local)" >&2
 fi
 export OMP_NUM_THREADS=1  # two single-threaded jobs use 2 cores better than one two-threaded job
 mkdir -p "$out" "$report"
