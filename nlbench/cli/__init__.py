@@ -17,6 +17,7 @@ from nlbench.cli.report import report_command
 from nlbench.cli.run import run_command
 from nlbench.cli.sweep import run_one_command, sweep_command
 from nlbench.cli.tune import tune_command
+from nlbench.cli.verify import verify_command
 
 app = typer.Typer(
     name="nlbench",
@@ -27,7 +28,7 @@ app = typer.Typer(
 )
 plain_help()
 for _name, _command in (("list", list_command), ("run", run_command), ("sweep", sweep_command), ("tune", tune_command),
-                        ("cost", cost_command), ("report", report_command)):
+                        ("cost", cost_command), ("report", report_command), ("verify", verify_command)):
     app.command(_name, help=reflow(_command.__doc__))(_command)
 app.command("run-one", hidden=True)(run_one_command)
 
