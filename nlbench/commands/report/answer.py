@@ -129,19 +129,31 @@ def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
 
     rows = rows.assign(suite=rows["suite"] if "suite" in rows else "")
     suites = sorted(rows["suite"].unique())  # one line per setting: points of two streams never join
+    # One colour and marker per comparison, so its off-regime points (crosses) keep the colour of its line and
+    # do not take the next colour of the cycle (which made neighbouring comparisons look alike).
+    pairs = sorted(set(zip(rows["suite"], rows["method"], rows["reference"])))
+    colours = sns_colours(len(pairs))
+    look = {pair: (colours[i], "osD^vP<>"[i % 8]) for i, pair in enumerate(pairs)}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), squeeze=False)
     for ax, metric, title in zip(axes[0], ("acc", "forgetting"), ("ACC", "Forgetting")):
         sub = rows[rows["metric"] == metric]
+        off_labelled = False
         for (suite, method, reference, family), block in sub.groupby(["suite", "method", "reference", "family"],
                                                                       sort=True):
             block = block.sort_values("period_over_e")
             x, y = block["period_over_e"].to_numpy(), block["estimate"].to_numpy()
             low, high = block["ci_low"].to_numpy(), block["ci_high"].to_numpy()
-            line = ("-", "--", ":", "-.")[suites.index(suite) % 4]
-            style = dict(fmt="o" + line, capsize=3, ms=4) if family == "primary" else dict(fmt="x", alpha=0.45, ms=5)
-            label = f"{method} - {reference}" + (f" [{suite}]" if len(suites) > 1 else "")
-            ax.errorbar(x, y, yerr=[y - low, high - y], label=label + ("" if family == "primary"
-                                                                       else " (off-regime/secondary)"), **style)
+            colour, marker = look[(suite, method, reference)]
+            if family == "primary":
+                line = ("-", "--", ":", "-.")[suites.index(suite) % 4]
+                label = f"{method} - {reference}" + (f" [{suite}]" if len(suites) > 1 else "")
+                ax.errorbar(x, y, yerr=[y - low, high - y], fmt=marker + line, color=colour, capsize=3, ms=4,
+                            label=label)
+            else:
+                label = None if off_labelled else f"x: off-regime (slowest level < {MIN_UPDATES} updates)"
+                off_labelled = True
+                ax.errorbar(x, y, yerr=[y - low, high - y], fmt="x", color=colour, alpha=0.5, ms=6, capsize=2,
+                            label=label)
         ax.axhline(0, color="black", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("slowest period / experience length")
@@ -153,6 +165,13 @@ def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def sns_colours(n: int) -> list:
+    """n distinguishable colours (tab10, else husl), as the report's other figures use."""
+    import seaborn as sns
+
+    return sns.color_palette("tab10" if n <= 10 else "husl", n)
 
 
 def axis_lines(axis: Any) -> list[str]:

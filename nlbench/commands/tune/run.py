@@ -93,10 +93,10 @@ def run_tune(settings: TuneSettings, view: TuneView, *, dry_run: bool = False) -
     s, out = settings.sweep, settings.sweep.out
     n_strategies, n_seeds = len(plans), len(s.seeds)
     metric, direction = settings.objective
-    header = (f"tune {settings.name}: {n_strategies} strategy(ies) x {settings.budget} trial(s) on {settings.val_fraction:g} "
-              f"of each experience's training data (tuning seed {settings.tune_seed}, {settings.sampler} sampler, "
-              f"metric {settings.metric}), then {n_strategies} x {n_seeds} test run(s) on seed(s) "
-              f"{','.join(map(str, s.seeds))}; results in {out / settings.name}/")
+    header = (f"tune {settings.name}: {n_strategies} strategy(ies) x {settings.budget} trial(s), each scored on a "
+              f"held-out {settings.val_fraction:g} of every experience's training data (tuning seed "
+              f"{settings.tune_seed}, {settings.sampler} sampler, metric {settings.metric}), then {n_strategies} x "
+              f"{n_seeds} test run(s) on seed(s) {','.join(map(str, s.seeds))}; results in {out / settings.name}/")
     from nlbench.core.regime import regime_warning
 
     warning = regime_warning([p.base for p in plans])  # at the default clock, which the space may not vary
