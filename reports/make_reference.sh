@@ -7,31 +7,32 @@
 #   QUICK=1 bash reports/make_reference.sh         # a smoke-sized build: every stage, tiny sizes, into
 #                                                  #   results/reference-quick and reports/reference-quick
 #
-# Stages, with the wall time each took on this 2-core machine (reports/reference/build-times.tsv has the load):
+# Stages, with the wall time each took in a build from an empty OUT on an idle 2-core machine at two jobs
+# (2026-12-07; reports/reference/build-times.tsv has the load; about 7.3 core-hours in all):
 #   unpack     restore this build's committed raw runs ($REPORT/runs.tar.xz) into $OUT, so a fresh checkout
 #              resumes the build or re-renders the report without training again (seconds);
 #   tune       `nlbench tune` of every strategy in a verdict, controls included, with the same budget ($BUDGET
-#              trials on 10% of each experience's training data, tuning seed 0), at the default clock
+#              trials, each trained on 90% of every experience's training data and scored on the held-out
+#              10%, tuning seed 0), at the default clock
 #              (periods 1,8,64), on the primary setting; then the chosen configurations on the test seeds
-#              $SEEDS (10: the primary family). permuted-fmnist: 98 min at load 6-7 (shared); with ROTATED=1,
-#              rotated-fmnist adds 37 min at load ~2;
+#              $SEEDS (10: the primary family). permuted-fmnist and, with ROTATED=1, rotated-fmnist: 38 min;
 #   periods    the clock-period axis: the slowest period at ~1/16, 1/4, 1 and 2 experience lengths
 #              (relative periods 1,e/32,e/16 / 1,e/16,e/4 / 1,e/8,e / 1,e/4,2e) for cms and clocked-adam and
 #              their sync controls (the frozen controls do not depend on the slow periods), each at its tuned
 #              learning rate (tuned once at the default clock, then used along the axis), on seeds $AXIS_SEEDS
-#              (27 min in two parts);
+#              (8 min);
 #   grid       periods x alpha for cms+deep-l2gd (both axes of a Nested Learning method): 3 period settings x
-#              alpha in {0, 1e-4, 1e-3, 1e-2} at the tuned cms lr, $GRID_SEEDS seeds (31 min);
-#   secondary  tuned (same budget), $SECONDARY_SEEDS seeds: split-digits (15 min), class-incremental
-#              split-fmnist as one sanity row (3 min), task-incremental split-fmnist (37 min + 4 for cls-er);
+#              alpha in {0, 1e-4, 1e-3, 1e-2} at the tuned cms lr, $GRID_SEEDS seeds (9 min);
+#   secondary  tuned (same budget), $SECONDARY_SEEDS seeds: split-digits, class-incremental split-fmnist as one
+#              sanity row, task-incremental split-fmnist (31 min);
 #   bigram     the bigram in-context mixture, tuned (same budget), $SECONDARY_SEEDS seeds: the nine strategies
-#              other than hope's (their runs summed to 106 min at two jobs; the whole tune took 2.5 hours);
-#   bigram-hope  hope, hope-sync and hope-frozen in the same tune: 63 runs of ~200 s, about 105 min at two jobs
-#              on an idle machine (their runs summed to 140 min at two jobs on the loaded one that built it);
-#   bigram-periods  hope's period axis on the bigram mixture with its sync control, at their tuned lr;
-#   published  the published protocols: SFR 2024 (sfr2024) and Buzzega et al. 2020 (buzzega2020);
+#              other than hope's (about 36 min: 189 runs of ~25 s thread CPU, timed by `nlbench verify`);
+#   bigram-hope  hope, hope-sync and hope-frozen in the same tune (about 52 min: 63 runs of ~107 s);
+#   bigram-periods  hope's period axis on the bigram mixture with its sync control, at their tuned lr (about
+#              36 min: 40 runs of ~107 s);
+#   published  the published protocols: SFR 2024 (sfr2024) and Buzzega et al. 2020 (buzzega2020) (6.5 min);
 #   cost       `nlbench cost` on the primary settings and the bigram mixture (isolated step time and state bytes;
-#              the Answer's cost; about 3 minutes for the primary settings);
+#              the Answer's cost; 9 min, most of it the bigram mixture's first experience per strategy);
 #   report     `nlbench report $OUT --out $REPORT --primary $PRIMARY_SETTINGS` (the primary Holm family's settings:
 #              permuted-fmnist,rotated-fmnist, or permuted-fmnist alone when ROTATED=0; every other setting is
 #              secondary; about 1 minute);
@@ -214,14 +215,14 @@ stage_published() {
 }
 
 stage_cost() {
-    nlbench cost "${primary[@]}" --strategy "adam,adam-matched,$clocked,replay,cms+deep-l2gd" --out "$out" \
+    nlbench cost "${primary[@]}" --strategy "adam,adam-matched,$clocked,replay,cms+deep-l2gd,lookahead,ademamix,cls-er" --out "$out" \
         --name cost-primary-permuted --repeats "$cost_repeats"
     if [ "$rotated_on" = 1 ]; then  # the same networks on other pixels: measured, not assumed equal
         nlbench cost "${rotated[@]}" --strategy "adam,adam-matched,$clocked,replay" --out "$out" --name cost-primary-rotated \
             --repeats "$cost_repeats"
     fi
     # The bigram mixture's transformer and HOPE networks: the secondary verdicts' cost (hope is the dearest method).
-    nlbench cost "${bigram[@]}" --strategy "adam,hope,hope-sync,hope-frozen,cms,cms-sync,cms-frozen,clocked-adam,clocked-adam-sync" \
+    nlbench cost "${bigram[@]}" --strategy "adam,hope,hope-sync,hope-frozen,cms,cms-sync,cms-frozen,clocked-adam,clocked-adam-sync,lookahead,ademamix" \
         --out "$out" --name cost-bigram-mixture --repeats "$cost_repeats"
 }
 
