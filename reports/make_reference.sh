@@ -185,7 +185,7 @@ stage_secondary() {
         --strategy "$nl,$clocked,lookahead,ademamix,$base"
 }
 
-# The bigram tune in two stages, each under 2 hours: hope's runs take ~200 s on one thread, the others' ~50 s.
+# The bigram tune in two stages, each under an hour idle: hope's runs take ~107 s on one thread, the others' ~25 s.
 # Both write into one tune (bigram-mixture): selection.json keeps one entry per strategy, and every strategy's
 # study is seeded alone, so the split draws the same trials as one call.
 stage_bigram() {

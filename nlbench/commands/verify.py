@@ -61,28 +61,26 @@ def verify_run(directory: Path, spec: Any, stored: dict[str, Any], data_root: Pa
     """Retrain one stored run and compare it with what is stored."""
     import torch
 
-    from nlbench.core.runner import environment, run_one
+    from nlbench.core.runner import run_one
 
-    recorded = (stored.get("environment") or {}).get("torch_threads")
-    threads = torch.get_num_threads()
+    environment = stored.get("environment") or {}
     # CPU reductions split over threads add in another order: retrain with the thread count the run had.
-    torch.set_num_threads(int(recorded) if recorded else 1)
+    threads = int(environment.get("torch_threads") or 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         start = time.thread_time()
         rerun = run_one(spec, data_root=data_root, download=False)
         cpu_s = time.thread_time() - start
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
     fields, gap = differences(stored, rerun)
-    metrics = stored.get("metrics") or {}
     return {
-        "directory": str(directory), "name": directory.parent.name, "run_id": spec.run_id,
-        "id_matches": spec.run_id == directory.name, "strategy": spec.strategy, "seed": spec.seed,
-        "identical": not fields, "differing": fields, "max_abs_accuracy_gap": gap,
-        "stored_acc": metrics.get("acc"), "rerun_acc": (rerun.get("metrics") or {}).get("acc"),
-        "cpu_s": cpu_s, "stored_wall_s": stored.get("wall_time_s"),
-        "stored_commit": (stored.get("environment") or {}).get("git_commit"),
-        "commit": environment().get("git_commit"), "threads": int(recorded) if recorded else 1,
+        "name": directory.parent.name, "run_id": spec.run_id, "id_matches": spec.run_id == directory.name,
+        "strategy": spec.strategy, "seed": spec.seed, "threads": threads,
+        "identical": not fields, "reproduced": not fields and spec.run_id == directory.name, "differing": fields, "max_abs_accuracy_gap": gap,
+        "stored_acc": (stored.get("metrics") or {}).get("acc"), "rerun_acc": (rerun.get("metrics") or {}).get("acc"),
+        "cpu_s": cpu_s, "stored_commit": environment.get("git_commit"),
     }
 
 

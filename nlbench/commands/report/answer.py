@@ -127,13 +127,14 @@ def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nlbench.commands.report.figures import palette
+
     rows = rows.assign(suite=rows["suite"] if "suite" in rows else "")
     suites = sorted(rows["suite"].unique())  # one line per setting: points of two streams never join
     # One colour and marker per comparison, so its off-regime points (crosses) keep the colour of its line and
     # do not take the next colour of the cycle (which made neighbouring comparisons look alike).
-    pairs = sorted(set(zip(rows["suite"], rows["method"], rows["reference"])))
-    colours = sns_colours(len(pairs))
-    look = {pair: (colours[i], "osD^vP<>"[i % 8]) for i, pair in enumerate(pairs)}
+    colours = palette(sorted(set(zip(rows["suite"], rows["method"], rows["reference"]))))
+    look = {pair: (colour, "osD^vP<>"[i % 8]) for i, (pair, colour) in enumerate(colours.items())}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), squeeze=False)
     for ax, metric, title in zip(axes[0], ("acc", "forgetting"), ("ACC", "Forgetting")):
         sub = rows[rows["metric"] == metric]
@@ -165,13 +166,6 @@ def answer_figure(table: Any, path: Path, axis: Any = None) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
-
-
-def sns_colours(n: int) -> list:
-    """n distinguishable colours (tab10, else husl), as the report's other figures use."""
-    import seaborn as sns
-
-    return sns.color_palette("tab10" if n <= 10 else "husl", n)
 
 
 def axis_lines(axis: Any) -> list[str]:

@@ -38,22 +38,23 @@ def save_figure(fig: Any, path: Path, figures: list[Path]) -> None:
     plt.close(fig)
 
 
-def _palette(strategies: list[str]) -> dict[str, Any]:
+def palette(keys: list[Any]) -> dict[Any, Any]:
+    """One distinguishable colour per key (strategies, comparisons): tab10, else husl."""
     import seaborn as sns
 
-    colors = sns.color_palette("tab10" if len(strategies) <= 10 else "husl", len(strategies))
-    return dict(zip(strategies, colors))
+    colors = sns.color_palette("tab10" if len(keys) <= 10 else "husl", len(keys))
+    return dict(zip(keys, colors))
 
 
 def draw_scenario_figures(summary: Any, runs: Any, figures_dir: Path, figures: list[Path]) -> list[tuple[str, Path]]:
     """Every per-scenario figure of a non-empty summary, appended to `figures`; returns (title, path) for report.md."""
     figure_index: list[tuple[str, Path]] = []
-    palette = _palette(sorted(set(summary["strategy"])))
+    colours = palette(sorted(set(summary["strategy"])))
     reps = representatives(summary)
     for (suite, scenario), _ in summary.groupby(["suite", "scenario"], sort=True):
         stem = slug(f"{suite}_{scenario}")
         path = figures_dir / f"acc_forgetting_{stem}.png"
-        figure_acc_forgetting(summary, runs, suite, scenario, palette, path, figures)
+        figure_acc_forgetting(summary, runs, suite, scenario, colours, path, figures)
         figure_index.append((f"ACC and forgetting, {scenario_title(suite, scenario)}", path))
         for _, rep in reps[(reps["suite"] == suite) & (reps["scenario"] == scenario)].iterrows():
             if rep["_matrix"] is None:
@@ -66,7 +67,7 @@ def draw_scenario_figures(summary: Any, runs: Any, figures_dir: Path, figures: l
         if path in figures:
             figure_index.append((f"Accuracy on each experience over training, {scenario_title(suite, scenario)}", path))
         path = figures_dir / f"cost_{stem}.png"
-        figure_cost(summary, suite, scenario, palette, path, figures)
+        figure_cost(summary, suite, scenario, colours, path, figures)
         figure_index.append((f"Cost: time per experience and peak memory vs ACC, {scenario_title(suite, scenario)}", path))
     return figure_index
 
